@@ -1,0 +1,420 @@
+//! The given/when/then test kit: runs an entity natively under `cargo test`.
+//!
+//! ```ignore
+//! TestKit::<Account>::new("acc-1")
+//!     .given([AccountEvent::Opened { owner: "ada".into() }])
+//!     .when(AccountCommand::Deposit { amount: 100 })
+//!     .expect_events(&[AccountEvent::Deposited { amount: 100 }])
+//!     .expect_reply(&Balance { balance: 100 });
+//! ```
+//!
+//! Commands go through the same byte-level path as in the wasm component
+//! (JSON command decoding, state codec, event encoding), so a test here also
+//! proves that the entity's encodings work. Failures panic with both sides
+//! printed as JSON.
+
+use core::fmt::Debug;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::__private::abi::{self, RawError};
+use crate::codec;
+use crate::entity::{Context, EventSourced};
+use crate::log::{self, Level};
+
+/// A single entity under test, with its state and sequence number.
+pub struct TestKit<E: EventSourced> {
+    entity_id: String,
+    state: Vec<u8>,
+    seq_nr: u64,
+    now_ms: u64,
+    commands_sent: u64,
+    _entity: core::marker::PhantomData<E>,
+}
+
+impl<E: EventSourced> TestKit<E> {
+    /// A fresh entity with id `entity_id` and no events.
+    pub fn new(entity_id: &str) -> Self {
+        Self {
+            entity_id: entity_id.to_owned(),
+            state: abi::initial_state::<E>(entity_id),
+            seq_nr: 0,
+            now_ms: 1_700_000_000_000,
+            commands_sent: 0,
+            _entity: core::marker::PhantomData,
+        }
+    }
+
+    /// Applies past events, as recovery would: each is encoded to JSON and
+    /// replayed through `apply`.
+    pub fn given(mut self, events: impl IntoIterator<Item = E::Event>) -> Self {
+        for event in events {
+            let bytes = codec::encode_json(&event)
+                .unwrap_or_else(|e| panic!("given event does not encode: {e}"));
+            self.state = abi::apply_event::<E>(&self.state, &bytes)
+                .unwrap_or_else(|e| panic!("given event does not apply: {e}"));
+            self.seq_nr += 1;
+        }
+        self
+    }
+
+    /// Sets the clock the next commands see as `ctx.now_ms()`.
+    pub fn at_time(mut self, now_ms: u64) -> Self {
+        self.now_ms = now_ms;
+        self
+    }
+
+    /// Sends a typed command (encoded to JSON first, as a caller would).
+    pub fn when(&mut self, command: E::Command) -> Outcome<E>
+    where
+        E::Command: Serialize,
+    {
+        let bytes =
+            codec::encode_json(&command).unwrap_or_else(|e| panic!("command does not encode: {e}"));
+        self.send(bytes)
+    }
+
+    /// Sends a command as JSON text, exactly as a caller would type it.
+    pub fn when_json(&mut self, json: &str) -> Outcome<E> {
+        self.send(json.as_bytes().to_vec())
+    }
+
+    fn send(&mut self, command: Vec<u8>) -> Outcome<E> {
+        self.commands_sent += 1;
+        let ctx = Context::new(
+            E::TYPE_NAME,
+            self.entity_id.clone(),
+            self.seq_nr,
+            self.now_ms,
+            format!("test-{}", self.commands_sent),
+        );
+        let command_text = String::from_utf8_lossy(&command).into_owned();
+        let _ = log::take();
+        let result = abi::handle_command::<E>(&ctx, &self.state, &command);
+        let logs = log::take();
+        let result = match result {
+            Ok(effects) => {
+                self.state = effects.state.clone();
+                self.seq_nr += effects.events.len() as u64;
+                Ok(effects)
+            }
+            Err(e) => Err(e),
+        };
+        Outcome {
+            command: command_text,
+            result,
+            state: decode_state::<E>(&self.state),
+            seq_nr: self.seq_nr,
+            logs,
+        }
+    }
+
+    /// The entity's current state.
+    pub fn state(&self) -> E {
+        decode_state::<E>(&self.state)
+    }
+
+    /// The entity's current view, as JSON.
+    pub fn view(&self) -> Value {
+        let bytes =
+            abi::view::<E>(&self.state).unwrap_or_else(|e| panic!("view does not encode: {e}"));
+        parse_json(&bytes, "view")
+    }
+
+    /// The sequence number of the last event (0 if none).
+    pub fn seq_nr(&self) -> u64 {
+        self.seq_nr
+    }
+}
+
+/// What one command did. Assertion methods panic with a readable message and
+/// return `&Self`, so they chain.
+pub struct Outcome<E: EventSourced> {
+    command: String,
+    result: Result<abi::RawEffects, RawError>,
+    state: E,
+    seq_nr: u64,
+    logs: Vec<(Level, String)>,
+}
+
+impl<E: EventSourced> Outcome<E> {
+    /// The emitted events, decoded. Panics if the command was refused.
+    pub fn events(&self) -> Vec<E::Event> {
+        self.accepted()
+            .events
+            .iter()
+            .map(|bytes| {
+                codec::decode_json(bytes).unwrap_or_else(|e| panic!("event does not decode: {e}"))
+            })
+            .collect()
+    }
+
+    /// Asserts that exactly `expected` were emitted, in order.
+    #[track_caller]
+    pub fn expect_events(&self, expected: &[E::Event]) -> &Self {
+        let actual: Vec<Value> = self
+            .accepted()
+            .events
+            .iter()
+            .map(|bytes| parse_json(bytes, "event"))
+            .collect();
+        let expected: Vec<Value> = expected.iter().map(to_json).collect();
+        if actual != expected {
+            panic!(
+                "command {} emitted unexpected events\n  expected: {}\n    actual: {}",
+                self.command,
+                Value::Array(expected),
+                Value::Array(actual)
+            );
+        }
+        self
+    }
+
+    /// Asserts that the command was accepted and emitted no events.
+    #[track_caller]
+    pub fn expect_no_events(&self) -> &Self {
+        self.expect_events(&[])
+    }
+
+    /// The reply, as JSON. Panics if the command was refused.
+    pub fn reply_json(&self) -> Value {
+        parse_json(&self.accepted().reply, "reply")
+    }
+
+    /// Asserts the reply equals `expected` (compared as JSON).
+    #[track_caller]
+    pub fn expect_reply<R: Serialize + Debug>(&self, expected: &R) -> &Self {
+        let actual = self.reply_json();
+        let expected = to_json(expected);
+        if actual != expected {
+            panic!(
+                "command {} gave an unexpected reply\n  expected: {expected}\n    actual: {actual}",
+                self.command
+            );
+        }
+        self
+    }
+
+    /// The state after the command (unchanged if it was refused).
+    pub fn state(&self) -> &E {
+        &self.state
+    }
+
+    /// Runs assertions on the state after the command.
+    #[track_caller]
+    pub fn expect_state(&self, check: impl FnOnce(&E)) -> &Self {
+        check(&self.state);
+        self
+    }
+
+    /// The sequence number after the command.
+    pub fn seq_nr(&self) -> u64 {
+        self.seq_nr
+    }
+
+    /// The lines the entity logged while handling the command.
+    pub fn logs(&self) -> &[(Level, String)] {
+        &self.logs
+    }
+
+    /// The refusal, if any.
+    pub fn error(&self) -> Option<&RawError> {
+        self.result.as_ref().err()
+    }
+
+    /// Asserts the entity rejected the command with exactly `message`.
+    #[track_caller]
+    pub fn expect_rejected(&self, message: &str) -> &Self {
+        match &self.result {
+            Err(RawError::Rejected(m)) if m == message => self,
+            other => panic!(
+                "command {} was expected to be rejected with {message:?}, but {}",
+                self.command,
+                describe_result(other)
+            ),
+        }
+    }
+
+    /// Asserts the command did not decode, with a decoder message containing
+    /// `fragment`.
+    #[track_caller]
+    pub fn expect_invalid_command(&self, fragment: &str) -> &Self {
+        match &self.result {
+            Err(RawError::InvalidCommand(m)) if m.contains(fragment) => self,
+            other => panic!(
+                "command {} was expected to be invalid (message containing {fragment:?}), but {}",
+                self.command,
+                describe_result(other)
+            ),
+        }
+    }
+
+    #[track_caller]
+    fn accepted(&self) -> &abi::RawEffects {
+        match &self.result {
+            Ok(effects) => effects,
+            Err(e) => panic!(
+                "command {} was expected to be accepted, but {}",
+                self.command,
+                describe_result(&Err(e.clone()))
+            ),
+        }
+    }
+}
+
+fn describe_result(result: &Result<abi::RawEffects, RawError>) -> String {
+    match result {
+        Ok(effects) => {
+            let events: Vec<Value> = effects
+                .events
+                .iter()
+                .map(|b| parse_json(b, "event"))
+                .collect();
+            format!(
+                "it was accepted with events {} and reply {}",
+                Value::Array(events),
+                parse_json(&effects.reply, "reply")
+            )
+        }
+        Err(RawError::Rejected(m)) => format!("it was rejected: {m:?}"),
+        Err(RawError::InvalidCommand(m)) => format!("it was an invalid command: {m:?}"),
+        Err(RawError::InvalidState(m)) => format!("the state did not decode: {m:?}"),
+    }
+}
+
+fn decode_state<E: EventSourced>(bytes: &[u8]) -> E {
+    codec::decode_state(bytes).unwrap_or_else(|e| panic!("state does not decode: {e}"))
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|e| panic!("value does not encode as JSON: {e}"))
+}
+
+fn parse_json(bytes: &[u8], what: &str) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "{what} is not JSON ({e}): {}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The kit tested on a tiny counter entity, including its failure messages.
+    use super::*;
+    use crate::Effect;
+    use serde::Deserialize;
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Counter {
+        n: u32,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Cmd {
+        Add { by: u32 },
+        Peek {},
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Ev {
+        Added { by: u32 },
+    }
+
+    impl EventSourced for Counter {
+        const TYPE_NAME: &'static str = "counter";
+        const VERSION: &'static str = "0.0.1";
+        type Command = Cmd;
+        type Event = Ev;
+        type Reply = u32;
+        type Error = String;
+        type View = u32;
+
+        fn initial(_id: &str) -> Self {
+            Counter::default()
+        }
+
+        fn handle(&self, ctx: &Context, cmd: Cmd) -> Result<Effect<Ev, u32>, String> {
+            crate::log::info(&format!("seq {}", ctx.seq_nr()));
+            match cmd {
+                Cmd::Add { by: 0 } => Err("nothing to add".into()),
+                Cmd::Add { by } => Ok(Effect::persist(Ev::Added { by }).then_reply(self.n + by)),
+                Cmd::Peek {} => Ok(Effect::reply(self.n)),
+            }
+        }
+
+        fn apply(&mut self, event: &Ev) {
+            match event {
+                Ev::Added { by } => self.n += by,
+            }
+        }
+
+        fn view(&self) -> u32 {
+            self.n
+        }
+    }
+
+    #[test]
+    fn given_events_then_command_emits_events_reply_and_new_state() {
+        let mut kit = TestKit::<Counter>::new("c").given([Ev::Added { by: 2 }]);
+        kit.when(Cmd::Add { by: 3 })
+            .expect_events(&[Ev::Added { by: 3 }])
+            .expect_reply(&5)
+            .expect_state(|s| assert_eq!(s.n, 5));
+        assert_eq!(kit.seq_nr(), 2);
+        assert_eq!(kit.view(), serde_json::json!(5));
+    }
+
+    #[test]
+    fn handler_sees_the_sequence_number_and_its_logs_are_captured() {
+        let mut kit = TestKit::<Counter>::new("c").given([Ev::Added { by: 1 }]);
+        let outcome = kit.when(Cmd::Peek {});
+        outcome.expect_no_events();
+        assert_eq!(outcome.logs(), &[(Level::Info, "seq 1".to_string())]);
+    }
+
+    #[test]
+    fn rejection_keeps_state_and_sequence_number() {
+        let mut kit = TestKit::<Counter>::new("c").given([Ev::Added { by: 1 }]);
+        kit.when(Cmd::Add { by: 0 })
+            .expect_rejected("nothing to add")
+            .expect_state(|s| assert_eq!(s.n, 1));
+        assert_eq!(kit.seq_nr(), 1);
+    }
+
+    #[test]
+    fn malformed_json_is_an_invalid_command_with_the_decoder_message() {
+        let mut kit = TestKit::<Counter>::new("c");
+        kit.when_json(r#"{"multiply":{"by":2}}"#)
+            .expect_invalid_command("unknown variant `multiply`");
+        kit.when_json("not json").expect_invalid_command("expected");
+    }
+
+    #[test]
+    #[should_panic(expected = "emitted unexpected events")]
+    fn wrong_expected_events_fail_with_a_readable_message() {
+        TestKit::<Counter>::new("c")
+            .when(Cmd::Add { by: 1 })
+            .expect_events(&[Ev::Added { by: 2 }]);
+    }
+
+    #[test]
+    #[should_panic(expected = "was expected to be rejected with \"x\", but it was accepted")]
+    fn expecting_a_rejection_of_an_accepted_command_fails() {
+        TestKit::<Counter>::new("c")
+            .when(Cmd::Add { by: 1 })
+            .expect_rejected("x");
+    }
+
+    #[test]
+    #[should_panic(expected = "was expected to be accepted, but it was rejected")]
+    fn expecting_events_of_a_rejected_command_fails() {
+        TestKit::<Counter>::new("c")
+            .when(Cmd::Add { by: 0 })
+            .expect_no_events();
+    }
+}

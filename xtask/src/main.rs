@@ -1,0 +1,287 @@
+//! `cargo xtask`: the project's chores, in Rust rather than shell scripts.
+//!
+//! - `build-guests`: build `guests/` into validated components in `target/guests/`
+//! - `demo`: build the guests and show what was built
+//! - `test`: every test of both workspaces, guest build and validation included
+//! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings`, both workspaces
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use stead_host::component::build::{BuildRequest, BuiltComponent, build};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build-guests   build guests/ into validated components in target/guests/
+  demo           build the guests and show each component
+  test           run every test (both workspaces, guest build and validation)
+  lint           cargo fmt --check and cargo clippy -D warnings, both workspaces";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "build-guests" => build_guests().map(|_| ()),
+        "demo" => demo(),
+        "test" => test(),
+        "lint" => lint(),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_owned()
+}
+
+fn step(message: &str) {
+    println!("\n==> {message}");
+}
+
+fn build_guests() -> Result<Vec<BuiltComponent>> {
+    let root = root();
+    step("building guests/ into components (first build compiles std for wasm32: ~2 min)");
+    let started = Instant::now();
+    let request = BuildRequest {
+        crate_dir: root.join("guests"),
+        target_dir: root.join("target/wasm-build"),
+        out_dir: root.join("target/guests"),
+        show_cargo_output: true,
+    };
+    let built = build(&request, &mut |line| println!("    {line}")).context("guest build")?;
+    for component in &built {
+        let path = component
+            .path
+            .strip_prefix(&root)
+            .unwrap_or(&component.path);
+        println!(
+            "    {} {:>8} bytes  {}, valid stead:entity component",
+            path.display(),
+            component.size,
+            if component.changed {
+                "written"
+            } else {
+                "unchanged"
+            },
+        );
+    }
+    println!(
+        "    {} components in {:.1}s",
+        built.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+fn demo() -> Result<()> {
+    let built = build_guests()?;
+    step("the example entity components");
+    let root = root();
+    for component in built.iter().filter(|c| is_example(&c.name)) {
+        let path = component
+            .path
+            .strip_prefix(&root)
+            .unwrap_or(&component.path);
+        println!("  {}", component.name);
+        println!("    path:    {}", path.display());
+        println!("    size:    {} bytes", component.size);
+        println!("    imports: {}", component.report.imports.join(", "));
+        for (name, functions) in &component.report.exports {
+            println!("    exports: {name} {{ {} }}", functions.join(", "));
+        }
+    }
+    println!(
+        "\nEach is a stead:entity component checked against wit/entity.wit.\n\
+         Their commands are documented in guests/account/README.md and guests/cart/README.md."
+    );
+    Ok(())
+}
+
+fn is_example(name: &str) -> bool {
+    matches!(name, "account" | "cart")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run_cargo(what: &str, dir: &Path, args: &[&str]) -> Result<()> {
+    step(what);
+    println!("    $ cargo {}", args.join(" "));
+    let status = cargo()
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Totals of `test result:` lines seen so far.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Reads `test result: ok. 23 passed; 0 failed; 1 ignored; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test ...`, echoing its output and adding up its results.
+fn run_cargo_tests(what: &str, dir: &Path, args: &[&str], tally: &mut Tally) -> Result<()> {
+    step(what);
+    println!("    $ cargo {}", args.join(" "));
+    let mut child = cargo()
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            tally.add_line(&line);
+            println!("{line}");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        println!(
+            "\nxtask: {} passed, {} failed",
+            tally.passed,
+            tally.failed.max(1)
+        );
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    let root = root();
+    let guests_native = root.join("target/guests-native");
+    let guests_native = guests_native.to_str().context("non-UTF-8 path")?;
+    run_cargo("format check (root)", &root, &["fmt", "--all", "--check"])?;
+    run_cargo(
+        "format check (guests)",
+        &root.join("guests"),
+        &["fmt", "--all", "--check"],
+    )?;
+    build_guests()?;
+    let mut tally = Tally::default();
+    run_cargo_tests(
+        "guest test-kit tests (native)",
+        &root.join("guests"),
+        &["test", "--workspace", "--target-dir", guests_native],
+        &mut tally,
+    )?;
+    run_cargo_tests(
+        "root workspace tests (sdk, host, integration)",
+        &root,
+        &["test", "--workspace"],
+        &mut tally,
+    )?;
+    step(&format!(
+        "all tests passed in {:.0}s ({} ignored)",
+        started.elapsed().as_secs_f64(),
+        tally.ignored
+    ));
+    println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    let root = root();
+    let guests_native = root.join("target/guests-native");
+    let guests_native = guests_native.to_str().context("non-UTF-8 path")?;
+    run_cargo("format check (root)", &root, &["fmt", "--all", "--check"])?;
+    run_cargo(
+        "format check (guests)",
+        &root.join("guests"),
+        &["fmt", "--all", "--check"],
+    )?;
+    run_cargo(
+        "clippy (root)",
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run_cargo(
+        "clippy (guests)",
+        &root.join("guests"),
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--target-dir",
+            guests_native,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_adds_up_cargo_test_result_lines() {
+        let mut tally = Tally::default();
+        tally.add_line("test result: ok. 23 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        tally.add_line("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured");
+        tally.add_line("running 4 tests");
+        assert_eq!((tally.passed, tally.failed, tally.ignored), (25, 3, 1));
+    }
+}
