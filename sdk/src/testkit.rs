@@ -12,6 +12,14 @@
 //! (JSON command decoding, state codec, event encoding), so a test here also
 //! proves that the entity's encodings work. Failures panic with both sides
 //! printed as JSON.
+//!
+//! **The wasm harness** (feature `harness`): the same tests can drive the
+//! built component instead, inside an embedded host node with a temporary
+//! journal, so the artifact that ships is the one tested. Either construct
+//! a kit with [`TestKit::with_component`], or set `STEAD_TESTKIT_COMPONENTS`
+//! to a directory of components and every [`TestKit::new`] loads
+//! `<dir>/<type name, '-' as '_'>.wasm`. Commands then travel the host's
+//! full path: shard worker, guest call, durable journal append.
 
 use core::fmt::Debug;
 
@@ -23,10 +31,26 @@ use crate::codec;
 use crate::entity::{Context, EventSourced};
 use crate::log::{self, Level};
 
+#[cfg(feature = "harness")]
+mod harness;
+
+/// Where commands run.
+enum Backend {
+    /// In this process, through the SDK's byte-level entry points.
+    Native { state: Vec<u8> },
+    /// In the built component, inside an embedded host node.
+    #[cfg(feature = "harness")]
+    Wasm(Box<harness::WasmHost>),
+}
+
+/// Environment variable naming a directory of built components: when set
+/// (and the feature `harness` is on), [`TestKit::new`] runs the component.
+pub const COMPONENTS_ENV: &str = "STEAD_TESTKIT_COMPONENTS";
+
 /// A single entity under test, with its state and sequence number.
 pub struct TestKit<E: EventSourced> {
     entity_id: String,
-    state: Vec<u8>,
+    backend: Backend,
     seq_nr: u64,
     now_ms: u64,
     commands_sent: u64,
@@ -34,11 +58,34 @@ pub struct TestKit<E: EventSourced> {
 }
 
 impl<E: EventSourced> TestKit<E> {
-    /// A fresh entity with id `entity_id` and no events.
+    /// A fresh entity with id `entity_id` and no events: native, or in the
+    /// built component when [`COMPONENTS_ENV`] is set (feature `harness`).
     pub fn new(entity_id: &str) -> Self {
+        #[cfg(feature = "harness")]
+        if let Some(dir) = std::env::var_os(COMPONENTS_ENV) {
+            let file = format!("{}.wasm", E::TYPE_NAME.replace('-', "_"));
+            return Self::with_component(std::path::Path::new(&dir).join(file), entity_id);
+        }
+        Self::with_backend(
+            entity_id,
+            Backend::Native {
+                state: abi::initial_state::<E>(entity_id),
+            },
+        )
+    }
+
+    /// A fresh entity run by the component at `path` in an embedded node
+    /// with a temporary journal.
+    #[cfg(feature = "harness")]
+    pub fn with_component(path: impl AsRef<std::path::Path>, entity_id: &str) -> Self {
+        let host = harness::WasmHost::start(path.as_ref(), E::TYPE_NAME);
+        Self::with_backend(entity_id, Backend::Wasm(Box::new(host)))
+    }
+
+    fn with_backend(entity_id: &str, backend: Backend) -> Self {
         Self {
             entity_id: entity_id.to_owned(),
-            state: abi::initial_state::<E>(entity_id),
+            backend,
             seq_nr: 0,
             now_ms: 1_700_000_000_000,
             commands_sent: 0,
@@ -46,15 +93,34 @@ impl<E: EventSourced> TestKit<E> {
         }
     }
 
+    /// Whether commands run in the built component (the wasm harness).
+    pub fn is_wasm(&self) -> bool {
+        !matches!(self.backend, Backend::Native { .. })
+    }
+
     /// Applies past events, as recovery would: each is encoded to JSON and
-    /// replayed through `apply`.
+    /// replayed through `apply` (in the harness: appended to the journal,
+    /// then recovered by the component).
     pub fn given(mut self, events: impl IntoIterator<Item = E::Event>) -> Self {
-        for event in events {
-            let bytes = codec::encode_json(&event)
-                .unwrap_or_else(|e| panic!("given event does not encode: {e}"));
-            self.state = abi::apply_event::<E>(&self.state, &bytes)
-                .unwrap_or_else(|e| panic!("given event does not apply: {e}"));
-            self.seq_nr += 1;
+        let encoded: Vec<Vec<u8>> = events
+            .into_iter()
+            .map(|event| {
+                codec::encode_json(&event)
+                    .unwrap_or_else(|e| panic!("given event does not encode: {e}"))
+            })
+            .collect();
+        match &mut self.backend {
+            Backend::Native { state } => {
+                for bytes in &encoded {
+                    *state = abi::apply_event::<E>(state, bytes)
+                        .unwrap_or_else(|e| panic!("given event does not apply: {e}"));
+                }
+                self.seq_nr += encoded.len() as u64;
+            }
+            #[cfg(feature = "harness")]
+            Backend::Wasm(host) => {
+                self.seq_nr = host.seed(&self.entity_id, encoded);
+            }
         }
         self
     }
@@ -90,35 +156,53 @@ impl<E: EventSourced> TestKit<E> {
             format!("test-{}", self.commands_sent),
         );
         let command_text = String::from_utf8_lossy(&command).into_owned();
-        let _ = log::take();
-        let result = abi::handle_command::<E>(&ctx, &self.state, &command);
-        let logs = log::take();
-        let result = match result {
-            Ok(effects) => {
-                self.state = effects.state.clone();
-                self.seq_nr += effects.events.len() as u64;
-                Ok(effects)
+        let (result, logs) = match &mut self.backend {
+            Backend::Native { state } => {
+                let _ = log::take();
+                let result = abi::handle_command::<E>(&ctx, state, &command);
+                let logs = log::take();
+                if let Ok(effects) = &result {
+                    *state = effects.state.clone();
+                }
+                (result, logs)
             }
-            Err(e) => Err(e),
+            #[cfg(feature = "harness")]
+            Backend::Wasm(host) => (host.send(&ctx, command), Vec::new()),
         };
+        if let Ok(effects) = &result {
+            self.seq_nr += effects.events.len() as u64;
+        }
         Outcome {
             command: command_text,
             result,
-            state: decode_state::<E>(&self.state),
+            state: self.state(),
             seq_nr: self.seq_nr,
             logs,
         }
     }
 
+    fn state_bytes(&self) -> Vec<u8> {
+        match &self.backend {
+            Backend::Native { state } => state.clone(),
+            #[cfg(feature = "harness")]
+            Backend::Wasm(host) => host.state(&self.entity_id),
+        }
+    }
+
     /// The entity's current state.
     pub fn state(&self) -> E {
-        decode_state::<E>(&self.state)
+        decode_state::<E>(&self.state_bytes())
     }
 
     /// The entity's current view, as JSON.
     pub fn view(&self) -> Value {
-        let bytes =
-            abi::view::<E>(&self.state).unwrap_or_else(|e| panic!("view does not encode: {e}"));
+        let bytes = match &self.backend {
+            Backend::Native { state } => {
+                abi::view::<E>(state).unwrap_or_else(|e| panic!("view does not encode: {e}"))
+            }
+            #[cfg(feature = "harness")]
+            Backend::Wasm(host) => host.view(&self.entity_id),
+        };
         parse_json(&bytes, "view")
     }
 

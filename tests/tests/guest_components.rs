@@ -1,29 +1,8 @@
 //! The example guests, built from source with the library's guest build,
 //! are valid `stead:entity` components; their raw core modules are not.
 
-use std::path::{Path, PathBuf};
-
-use stead_host::component::build::{BuildRequest, BuiltComponent, build};
 use stead_host::component::{ValidationError, validate};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives below the root")
-        .to_owned()
-}
-
-/// Builds (or finds up to date) the guests workspace, as `cargo xtask` does.
-fn built_guests() -> Vec<BuiltComponent> {
-    let root = root();
-    let request = BuildRequest {
-        crate_dir: root.join("guests"),
-        target_dir: root.join("target/wasm-build"),
-        out_dir: root.join("target/guests"),
-        show_cargo_output: false,
-    };
-    build(&request, &mut |line| eprintln!("{line}")).expect("guests build")
-}
+use stead_tests::{build_guests as built_guests, root};
 
 #[test]
 fn account_and_cart_build_into_components_that_validate_against_wit() {

@@ -172,11 +172,18 @@ impl Tally {
 }
 
 /// Runs `cargo test ...`, echoing its output and adding up its results.
-fn run_cargo_tests(what: &str, dir: &Path, args: &[&str], tally: &mut Tally) -> Result<()> {
+fn run_cargo_tests(
+    what: &str,
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &std::ffi::OsStr)],
+    tally: &mut Tally,
+) -> Result<()> {
     step(what);
     println!("    $ cargo {}", args.join(" "));
     let mut child = cargo()
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -203,8 +210,10 @@ fn run_cargo_tests(what: &str, dir: &Path, args: &[&str], tally: &mut Tally) -> 
 fn test() -> Result<()> {
     let started = Instant::now();
     let root = root();
-    let guests_native = root.join("target/guests-native");
-    let guests_native = guests_native.to_str().context("non-UTF-8 path")?;
+    // One target dir for both workspaces: the harness reuses the root's wasmtime.
+    let target = root.join("target");
+    let target = target.to_str().context("non-UTF-8 path")?;
+    let components = root.join("target/guests");
     run_cargo("format check (root)", &root, &["fmt", "--all", "--check"])?;
     run_cargo(
         "format check (guests)",
@@ -216,13 +225,32 @@ fn test() -> Result<()> {
     run_cargo_tests(
         "guest test-kit tests (native)",
         &root.join("guests"),
-        &["test", "--workspace", "--target-dir", guests_native],
+        &["test", "--workspace", "--target-dir", target],
+        &[],
+        &mut tally,
+    )?;
+    run_cargo_tests(
+        "guest test-kit tests through the built components (wasm harness)",
+        &root.join("guests"),
+        &[
+            "test",
+            "-p",
+            "account",
+            "-p",
+            "cart",
+            "--features",
+            "harness",
+            "--target-dir",
+            target,
+        ],
+        &[("STEAD_TESTKIT_COMPONENTS", components.as_os_str())],
         &mut tally,
     )?;
     run_cargo_tests(
         "root workspace tests (sdk, host, integration)",
         &root,
         &["test", "--workspace"],
+        &[],
         &mut tally,
     )?;
     step(&format!(
@@ -236,8 +264,8 @@ fn test() -> Result<()> {
 
 fn lint() -> Result<()> {
     let root = root();
-    let guests_native = root.join("target/guests-native");
-    let guests_native = guests_native.to_str().context("non-UTF-8 path")?;
+    let target = root.join("target");
+    let target = target.to_str().context("non-UTF-8 path")?;
     run_cargo("format check (root)", &root, &["fmt", "--all", "--check"])?;
     run_cargo(
         "format check (guests)",
@@ -257,6 +285,21 @@ fn lint() -> Result<()> {
         ],
     )?;
     run_cargo(
+        "clippy (sdk with its wasm harness)",
+        &root,
+        &[
+            "clippy",
+            "-p",
+            "stead-sdk",
+            "--features",
+            "harness",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run_cargo(
         "clippy (guests)",
         &root.join("guests"),
         &[
@@ -264,7 +307,7 @@ fn lint() -> Result<()> {
             "--workspace",
             "--all-targets",
             "--target-dir",
-            guests_native,
+            target,
             "--",
             "-D",
             "warnings",

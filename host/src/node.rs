@@ -1,0 +1,522 @@
+//! [`Node`]: the engine on one machine, as a library. The servers, the CLI,
+//! the test harness and later the cluster all drive it.
+//!
+//! A data directory holds:
+//!
+//! ```text
+//! <data>/node.json        format version and shard count (fixed at creation)
+//! <data>/journal/         the sled journal
+//! <data>/components/      deployed components and their compiled cache
+//! ```
+//!
+//! Invariants: a command is acknowledged only once its events are durable;
+//! the shard count of a data directory never changes; opening claims every
+//! shard's lease, so a previous owner of the directory can no longer append.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeConfig;
+use crate::journal::sled::SledJournal;
+use crate::journal::{EntityKey, Journal, JournalError, StoredEvent};
+use crate::runtime::{DeploymentError, EngineError, GuestFault, Registry, RegistryError, Runtime};
+use crate::shards::router::shard_of;
+use crate::shards::{CommandError, Shards, WorkerStats};
+
+pub use crate::shards::CommandReply;
+
+const NODE_FORMAT: u32 = 1;
+
+/// Every failure a caller of [`Node`] must tell apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("unknown entity type `{0}`")]
+    UnknownType(String),
+    #[error("invalid entity id: {0}")]
+    InvalidId(String),
+    #[error("invalid command: {0}")]
+    InvalidCommand(String),
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error("guest fault in `{entity_type}`: {fault}")]
+    GuestFault {
+        entity_type: String,
+        fault: GuestFault,
+    },
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error(transparent)]
+    Storage(JournalError),
+    #[error("conflicting write: {0}")]
+    Conflict(String),
+    #[error("deploy refused: {0}")]
+    Deploy(String),
+    #[error("this node does not own shard {0}")]
+    NotOwner(u32),
+    #[error("node configuration: {0}")]
+    Config(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError> for NodeError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::UnknownType(t) => NodeError::UnknownType(t),
+            CommandError::InvalidCommand(m) => NodeError::InvalidCommand(m),
+            CommandError::Rejected(m) => NodeError::Rejected(m),
+            CommandError::GuestFault { entity_type, fault } => {
+                NodeError::GuestFault { entity_type, fault }
+            }
+            CommandError::Overloaded(m) => NodeError::Overloaded(m),
+            CommandError::Storage(e) => NodeError::Storage(e),
+            CommandError::Conflict(m) => NodeError::Conflict(m),
+            CommandError::NotOwner(s) => NodeError::NotOwner(s),
+            CommandError::ShuttingDown => NodeError::ShuttingDown,
+            CommandError::Internal(m) => NodeError::Internal(m),
+        }
+    }
+}
+
+impl From<RegistryError> for NodeError {
+    fn from(e: RegistryError) -> Self {
+        NodeError::Deploy(e.to_string())
+    }
+}
+
+impl From<DeploymentError> for NodeError {
+    fn from(e: DeploymentError) -> Self {
+        NodeError::Deploy(e.to_string())
+    }
+}
+
+/// A deployed entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    pub name: String,
+    pub version: String,
+    pub snapshot_every: u32,
+    /// SHA-256 of the component.
+    pub hash: String,
+    pub size: usize,
+}
+
+/// Counters of the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub active_entities: usize,
+    pub activations: u64,
+    pub passivations: u64,
+}
+
+/// A queued command's outcome, available once its events are durable.
+pub struct PendingReply(tokio::sync::oneshot::Receiver<Result<CommandReply, CommandError>>);
+
+impl PendingReply {
+    /// Waits for the outcome.
+    pub async fn wait(self) -> Result<CommandReply, NodeError> {
+        self.0
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+
+    /// Waits for the outcome, blocking the thread (not from async code).
+    pub fn wait_blocking(self) -> Result<CommandReply, NodeError> {
+        self.0
+            .blocking_recv()
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeMeta {
+    format: u32,
+    shard_count: u32,
+}
+
+/// A running node over one data directory.
+pub struct Node {
+    config: NodeConfig,
+    journal: Arc<SledJournal>,
+    registry: Arc<Registry>,
+    shards: Option<Shards>,
+    /// Non-zero: the clock commands see (tests).
+    clock_override: Arc<AtomicU64>,
+    /// Prefix of generated command ids, unique per start.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Node {
+    /// Opens (or creates) the node's data directory and starts its workers.
+    /// Reads no entity: recovery is lazy.
+    pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
+        check_node_meta(dir, config.shard_count)?;
+        let journal = Arc::new(
+            SledJournal::open(&dir.join("journal"), config.journal.clone())
+                .map_err(NodeError::Storage)?,
+        );
+        let runtime = Runtime::new(config.engine.clone())
+            .map_err(|e: EngineError| NodeError::Config(e.to_string()))?;
+        let components = dir.join("components");
+        let cache = config
+            .compile_cache
+            .clone()
+            .unwrap_or_else(|| components.clone());
+        let registry = Arc::new(Registry::open(runtime, &components, &cache)?);
+        let all: Vec<u32> = (0..config.shard_count).collect();
+        let fences = journal.claim_shards(&all).map_err(NodeError::Storage)?;
+        let clock_override = Arc::new(AtomicU64::new(0));
+        let shards = Shards::start(
+            journal.clone(),
+            registry.clone(),
+            config.shards.clone(),
+            config.limits.clone(),
+            config.shard_count,
+            fences,
+            clock_override.clone(),
+        )
+        .map_err(|e| NodeError::Config(format!("starting shard workers: {e}")))?;
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        tracing::info!(data_dir = %dir.display(), shards = config.shard_count, "node open");
+        Ok(Self {
+            config,
+            journal,
+            registry,
+            shards: Some(shards),
+            clock_override,
+            id_prefix: format!("{boot:x}"),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    fn shards(&self) -> Result<&Shards, NodeError> {
+        self.shards.as_ref().ok_or(NodeError::ShuttingDown)
+    }
+
+    /// Validates, compiles, describes and persists a component, then makes it
+    /// live for its entity type. Blocks while compiling; call it from a
+    /// blocking context (`spawn_blocking`) in async code.
+    pub fn deploy(&self, bytes: &[u8]) -> Result<TypeInfo, NodeError> {
+        let deployment = self.registry.deploy(bytes)?;
+        tracing::info!(entity_type = %deployment.info.name, version = %deployment.info.version, hash = %deployment.hash, "deployed");
+        Ok(type_info(&deployment))
+    }
+
+    /// The deployed entity types.
+    pub fn types(&self) -> Vec<TypeInfo> {
+        self.registry.list().iter().map(|d| type_info(d)).collect()
+    }
+
+    fn entity_key(&self, entity_type: &str, entity_id: &str) -> Result<EntityKey, NodeError> {
+        if self.registry.get(entity_type).is_none() {
+            return Err(NodeError::UnknownType(entity_type.to_owned()));
+        }
+        check_entity_id(entity_id, self.config.limits.max_entity_id_bytes)?;
+        let shard = shard_of(entity_type, entity_id, self.config.shard_count);
+        Ok(EntityKey::new(shard, entity_type, entity_id))
+    }
+
+    /// Sends a command; resolves once its events are durable (or it failed).
+    /// With `command_id`, a retry of an already processed command returns the
+    /// original reply and persists nothing.
+    pub async fn send(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<CommandReply, NodeError> {
+        self.submit(entity_type, entity_id, command, command_id)?
+            .wait()
+            .await
+    }
+
+    /// Queues a command without waiting for it: fails at once if the command
+    /// is invalid or the worker's queue is full (`Overloaded`).
+    pub fn submit(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<PendingReply, NodeError> {
+        Ok(PendingReply(self.enqueue(
+            entity_type,
+            entity_id,
+            command,
+            command_id,
+        )?))
+    }
+
+    /// [`Node::send`] for synchronous callers (not from inside an async task).
+    pub fn send_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<CommandReply, NodeError> {
+        self.submit(entity_type, entity_id, command, command_id)?
+            .wait_blocking()
+    }
+
+    fn enqueue(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<CommandReply, CommandError>>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let limits = &self.config.limits;
+        if command.len() > limits.max_command_bytes {
+            return Err(NodeError::InvalidCommand(format!(
+                "command of {} bytes exceeds the limit of {}",
+                command.len(),
+                limits.max_command_bytes
+            )));
+        }
+        let command_id = match command_id {
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > limits.max_command_id_bytes
+                    || id.chars().any(char::is_control)
+                {
+                    return Err(NodeError::InvalidCommand(format!(
+                        "command id must be 1 to {} bytes without control characters",
+                        limits.max_command_id_bytes
+                    )));
+                }
+                id
+            }
+            None => format!(
+                "{}-{}",
+                self.id_prefix,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let span = tracing::info_span!(
+            "command",
+            entity_type = %key.entity_type,
+            entity_id = %key.entity_id,
+            command_id = %command_id,
+            seq_nr = tracing::field::Empty,
+        );
+        Ok(self.shards()?.command(key, command, command_id, span)?)
+    }
+
+    /// The entity's view (its read model, JSON).
+    pub async fn view(&self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, NodeError> {
+        let rx = self.enqueue_view(entity_type, entity_id)?;
+        rx.await
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+
+    /// [`Node::view`] for synchronous callers.
+    pub fn view_blocking(&self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, NodeError> {
+        let rx = self.enqueue_view(entity_type, entity_id)?;
+        rx.blocking_recv()
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+
+    fn enqueue_view(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u8>, CommandError>>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let span =
+            tracing::info_span!("view", entity_type = %key.entity_type, entity_id = %key.entity_id);
+        Ok(self.shards()?.view(key, span)?)
+    }
+
+    /// The raw state bytes of an entity, recovering it if needed (for the
+    /// test harness and debugging; only the guest can read them).
+    pub fn entity_state_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Vec<u8>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let span = tracing::info_span!("state", entity_type = %key.entity_type, entity_id = %key.entity_id);
+        let rx = self.shards()?.state(key, span)?;
+        rx.blocking_recv()
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+
+    /// Appends events to an entity as if commands had emitted them, and
+    /// returns its new last sequence number. For the test harness (`given`):
+    /// production events only come from commands.
+    pub fn seed_events_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        events: Vec<Vec<u8>>,
+    ) -> Result<u64, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let rx = self.shards()?.seed(key, events)?;
+        rx.blocking_recv()
+            .map_err(|_| NodeError::ShuttingDown)?
+            .map_err(NodeError::from)
+    }
+
+    /// Fixes the clock commands see (`ctx.now-ms`), or restores the real one
+    /// with `None`. For tests.
+    pub fn set_clock_override(&self, now_ms: Option<u64>) {
+        self.clock_override
+            .store(now_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The entity's durable events with `seq_nr >= from`, at most `limit`.
+    pub fn events(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        self.journal
+            .read_events(&key, from, limit)
+            .map_err(NodeError::Storage)
+    }
+
+    /// Passivates every active entity now (their next request recovers them).
+    pub async fn passivate_all(&self) -> Result<usize, NodeError> {
+        let mut total = 0;
+        for rx in self.shards()?.passivate_all() {
+            total += rx.await.map_err(|_| NodeError::ShuttingDown)?;
+        }
+        Ok(total)
+    }
+
+    /// [`Node::passivate_all`] for synchronous callers.
+    pub fn passivate_all_blocking(&self) -> Result<usize, NodeError> {
+        let mut total = 0;
+        for rx in self.shards()?.passivate_all() {
+            total += rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?;
+        }
+        Ok(total)
+    }
+
+    /// The node's counters, summed over workers.
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        let mut total = NodeStats::default();
+        for rx in self.shards()?.stats() {
+            let s: WorkerStats = rx.await.map_err(|_| NodeError::ShuttingDown)?;
+            total.active_entities += s.active_entities;
+            total.activations += s.activations;
+            total.passivations += s.passivations;
+        }
+        Ok(total)
+    }
+
+    /// Stops the workers after the queued requests, then closes the journal.
+    pub fn shutdown(mut self) {
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
+        }
+    }
+}
+
+fn type_info(d: &crate::runtime::Deployment) -> TypeInfo {
+    TypeInfo {
+        name: d.info.name.clone(),
+        version: d.info.version.clone(),
+        snapshot_every: d.info.snapshot_every,
+        hash: d.hash.clone(),
+        size: d.size,
+    }
+}
+
+/// Entity ids: 1 to `max` bytes of UTF-8 without control characters.
+fn check_entity_id(id: &str, max: usize) -> Result<(), NodeError> {
+    if id.is_empty() {
+        return Err(NodeError::InvalidId("entity id must not be empty".into()));
+    }
+    if id.len() > max {
+        return Err(NodeError::InvalidId(format!(
+            "entity id of {} bytes exceeds the limit of {max}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(NodeError::InvalidId(
+            "entity id must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `node.json` on first open; refuses a different shard count later.
+fn check_node_meta(dir: &Path, shard_count: u32) -> Result<(), NodeError> {
+    if shard_count == 0 {
+        return Err(NodeError::Config("shard count must be at least 1".into()));
+    }
+    let path = dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let meta: NodeMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+            if meta.format != NODE_FORMAT {
+                return Err(NodeError::Config(format!(
+                    "{} has data format {}, this build reads format {NODE_FORMAT}",
+                    path.display(),
+                    meta.format
+                )));
+            }
+            if meta.shard_count != shard_count {
+                return Err(NodeError::Config(format!(
+                    "the data directory was created with {} shards; it cannot be opened with {shard_count} \
+                     (changing the count would move every entity to another shard)",
+                    meta.shard_count
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let meta = NodeMeta {
+                format: NODE_FORMAT,
+                shard_count,
+            };
+            let bytes =
+                serde_json::to_vec_pretty(&meta).map_err(|e| NodeError::Config(e.to_string()))?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+        }
+        Err(e) => Err(NodeError::Config(format!("{}: {e}", path.display()))),
+    }
+}

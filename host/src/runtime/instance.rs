@@ -1,0 +1,300 @@
+//! One guest instance: a wasmtime `Store` and the bound exports, with every
+//! call under the CPU deadline and the memory limit.
+//!
+//! Invariant: after a call returns a [`GuestFault`] the instance must be
+//! dropped (the owner does so); all other outcomes leave it reusable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{ResourceLimiter, Store};
+
+use super::deployment::EntityInfo;
+use super::{EPOCH_TICK, Runtime};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "entity",
+});
+
+use exports::stead::entity::handler::{CommandContext, CommandError};
+
+/// A guest call that did not complete: the one command fails, the instance
+/// is discarded, nothing else is affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFault {
+    #[error("the guest trapped: {0}")]
+    Trap(String),
+    #[error("the guest exceeded its CPU deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("the guest exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("the guest returned invalid output: {0}")]
+    InvalidOutput(String),
+}
+
+/// A command the guest refused (nothing is persisted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    Rejected(String),
+    InvalidCommand(String),
+    InvalidState(String),
+}
+
+/// What `handle-command` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub events: Vec<Vec<u8>>,
+    pub state: Option<Vec<u8>>,
+    pub reply: Vec<u8>,
+}
+
+/// Per-store host data: limits and the identity used to tag guest logs.
+pub(crate) struct GuestState {
+    memory_limit: usize,
+    table_limit: usize,
+    memory_limit_hit: bool,
+    log_budget: u32,
+    log_lines_per_call: u32,
+    entity_type: String,
+    entity_id: String,
+}
+
+impl ResourceLimiter for GuestState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_limit_hit = true;
+            // An error traps the guest at once (rather than letting
+            // `memory.grow` return -1, which guests turn into an abort that
+            // looks like their own bug).
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_limit)
+    }
+}
+
+impl stead::entity::types::Host for GuestState {}
+
+impl stead::entity::host::Host for GuestState {
+    fn log(&mut self, level: stead::entity::types::LogLevel, message: String) {
+        if self.log_budget == 0 {
+            return;
+        }
+        self.log_budget -= 1;
+        use stead::entity::types::LogLevel as L;
+        let (ty, id) = (self.entity_type.as_str(), self.entity_id.as_str());
+        match level {
+            L::Trace => {
+                tracing::trace!(target: "stead::guest", entity_type = ty, entity_id = id, "{message}")
+            }
+            L::Debug => {
+                tracing::debug!(target: "stead::guest", entity_type = ty, entity_id = id, "{message}")
+            }
+            L::Info => {
+                tracing::info!(target: "stead::guest", entity_type = ty, entity_id = id, "{message}")
+            }
+            L::Warn => {
+                tracing::warn!(target: "stead::guest", entity_type = ty, entity_id = id, "{message}")
+            }
+            L::Error => {
+                tracing::error!(target: "stead::guest", entity_type = ty, entity_id = id, "{message}")
+            }
+        }
+        if self.log_budget == 0 {
+            tracing::warn!(target: "stead::guest", entity_type = ty, entity_id = id, "log budget of this call exhausted; further lines dropped");
+        }
+    }
+}
+
+/// A live instance of a deployment.
+pub struct GuestInstance {
+    store: Store<GuestState>,
+    bindings: Entity,
+    deadline_ticks: u64,
+    call_deadline: Duration,
+    /// The deployment this instance belongs to (its component hash).
+    pub deployment_hash: String,
+}
+
+impl GuestInstance {
+    pub(super) fn new(
+        runtime: &Arc<Runtime>,
+        pre: &EntityPre<GuestState>,
+        deployment_hash: String,
+    ) -> Result<Self, GuestFault> {
+        let options = runtime.options();
+        let state = GuestState {
+            memory_limit: options.memory_limit,
+            table_limit: options.table_limit,
+            memory_limit_hit: false,
+            log_budget: options.log_lines_per_call,
+            log_lines_per_call: options.log_lines_per_call,
+            entity_type: String::new(),
+            entity_id: String::new(),
+        };
+        let mut store = Store::new(runtime.engine(), state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        let deadline_ticks =
+            (options.call_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        store.set_epoch_deadline(deadline_ticks);
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, e, options.call_deadline, options.memory_limit))?;
+        Ok(Self {
+            store,
+            bindings,
+            deadline_ticks,
+            call_deadline: options.call_deadline,
+            deployment_hash,
+        })
+    }
+
+    /// Prepares the store for one call on behalf of an entity.
+    fn begin(&mut self, entity_type: &str, entity_id: &str) {
+        let data = self.store.data_mut();
+        data.entity_type.clear();
+        data.entity_type.push_str(entity_type);
+        data.entity_id.clear();
+        data.entity_id.push_str(entity_id);
+        data.log_budget = data.log_lines_per_call;
+        data.memory_limit_hit = false;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+    }
+
+    fn fault(&self, error: wasmtime::Error) -> GuestFault {
+        classify(
+            &self.store,
+            error,
+            self.call_deadline,
+            self.store.data().memory_limit,
+        )
+    }
+
+    pub fn describe(&mut self) -> Result<EntityInfo, GuestFault> {
+        self.begin("", "");
+        let info = self
+            .bindings
+            .stead_entity_handler()
+            .call_describe(&mut self.store)
+            .map_err(|e| self.fault(e))?;
+        Ok(EntityInfo {
+            name: info.name,
+            version: info.version,
+            snapshot_every: info.snapshot_every,
+        })
+    }
+
+    pub fn initial_state(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Vec<u8>, GuestFault> {
+        self.begin(entity_type, entity_id);
+        self.bindings
+            .stead_entity_handler()
+            .call_initial_state(&mut self.store, entity_id)
+            .map_err(|e| self.fault(e))
+    }
+
+    /// Runs `handle-command`. The outer error is a fault (discard the
+    /// instance); the inner one is the guest's refusal.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_command(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        seq_nr: u64,
+        now_ms: u64,
+        command_id: &str,
+        state: &[u8],
+        command: &[u8],
+    ) -> Result<Result<CommandOutcome, Rejection>, GuestFault> {
+        self.begin(entity_type, entity_id);
+        let ctx = CommandContext {
+            entity_type: entity_type.to_owned(),
+            entity_id: entity_id.to_owned(),
+            seq_nr,
+            now_ms,
+            command_id: command_id.to_owned(),
+        };
+        let result = self
+            .bindings
+            .stead_entity_handler()
+            .call_handle_command(&mut self.store, &ctx, state, command)
+            .map_err(|e| self.fault(e))?;
+        Ok(match result {
+            Ok(effects) => Ok(CommandOutcome {
+                events: effects.events,
+                state: effects.state,
+                reply: effects.reply,
+            }),
+            Err(CommandError::Rejected(m)) => Err(Rejection::Rejected(m)),
+            Err(CommandError::InvalidCommand(m)) => Err(Rejection::InvalidCommand(m)),
+            Err(CommandError::InvalidState(m)) => Err(Rejection::InvalidState(m)),
+        })
+    }
+
+    /// Runs `apply-event`; a guest error is reported as invalid output.
+    pub fn apply_event(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+        event: &[u8],
+    ) -> Result<Vec<u8>, GuestFault> {
+        self.begin(entity_type, entity_id);
+        self.bindings
+            .stead_entity_handler()
+            .call_apply_event(&mut self.store, state, event)
+            .map_err(|e| self.fault(e))?
+            .map_err(|m| GuestFault::InvalidOutput(format!("apply-event refused an event: {m}")))
+    }
+
+    /// Runs `view`; a guest error is reported as invalid output.
+    pub fn view(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+    ) -> Result<Vec<u8>, GuestFault> {
+        self.begin(entity_type, entity_id);
+        self.bindings
+            .stead_entity_handler()
+            .call_view(&mut self.store, state)
+            .map_err(|e| self.fault(e))?
+            .map_err(|m| GuestFault::InvalidOutput(format!("view failed: {m}")))
+    }
+}
+
+fn classify(
+    store: &Store<GuestState>,
+    error: wasmtime::Error,
+    deadline: Duration,
+    memory_limit: usize,
+) -> GuestFault {
+    if store.data().memory_limit_hit {
+        return GuestFault::MemoryLimit(memory_limit);
+    }
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return GuestFault::Deadline(deadline);
+        }
+        return GuestFault::Trap(trap.to_string());
+    }
+    GuestFault::Trap(format!("{error:#}"))
+}

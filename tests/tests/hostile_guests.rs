@@ -1,0 +1,185 @@
+//! Guests that trap, loop forever, eat memory or return garbage: each command
+//! gets its specific error, nothing is persisted, and the node goes on
+//! serving every other entity type.
+
+use std::time::{Duration, Instant};
+
+use stead_host::NodeError;
+use stead_host::runtime::GuestFault;
+use stead_tests::{guest, json, temp_node};
+
+fn node_with_account_and(hostile: &str) -> (tempfile::TempDir, stead_host::Node) {
+    let (dir, node) = temp_node(|_| {});
+    node.deploy(&guest("account")).expect("account");
+    node.deploy(&guest(hostile)).expect("hostile guest deploys");
+    node.send_blocking(
+        "account",
+        "healthy",
+        br#"{"open":{"owner":"ada"}}"#.to_vec(),
+        None,
+    )
+    .expect("account works");
+    (dir, node)
+}
+
+fn fault_of(result: Result<stead_host::CommandReply, NodeError>) -> GuestFault {
+    match result {
+        Err(NodeError::GuestFault { fault, .. }) => fault,
+        other => panic!("expected a guest fault, got {other:?}"),
+    }
+}
+
+fn account_still_serves(node: &stead_host::Node, n: u64) {
+    let reply = node
+        .send_blocking(
+            "account",
+            "healthy",
+            br#"{"deposit":{"amount":1}}"#.to_vec(),
+            None,
+        )
+        .expect("account still serves");
+    assert_eq!(json(&reply.reply)["balance"], n);
+}
+
+/// Resident set size of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("rss pages");
+    pages * 4096
+}
+
+#[test]
+fn a_trapping_guest_fails_the_command_and_keeps_its_state() {
+    let (_dir, node) = node_with_account_and("hostile_trap");
+    node.send_blocking("hostile-trap", "t", br#"{"ok":{}}"#.to_vec(), None)
+        .expect("ok");
+    for _ in 0..3 {
+        let fault =
+            fault_of(node.send_blocking("hostile-trap", "t", br#"{"boom":{}}"#.to_vec(), None));
+        assert!(
+            matches!(&fault, GuestFault::Trap(m) if m.contains("unreachable")),
+            "{fault:?}"
+        );
+    }
+    let after = node
+        .send_blocking("hostile-trap", "t", br#"{"ok":{}}"#.to_vec(), None)
+        .expect("a fresh instance");
+    assert_eq!(
+        (after.seq_nr, json(&after.reply)),
+        (2, serde_json::json!(2)),
+        "state untouched by the traps"
+    );
+    assert_eq!(
+        node.events("hostile-trap", "t", 1, 10)
+            .expect("events")
+            .len(),
+        2
+    );
+    account_still_serves(&node, 1);
+}
+
+#[test]
+fn a_guest_that_loops_forever_is_stopped_at_its_deadline() {
+    let (_dir, node) = temp_node(|c| c.engine.call_deadline = Duration::from_millis(50));
+    node.deploy(&guest("account")).expect("account");
+    node.deploy(&guest("hostile_loop")).expect("loop");
+    node.send_blocking(
+        "account",
+        "healthy",
+        br#"{"open":{"owner":"ada"}}"#.to_vec(),
+        None,
+    )
+    .expect("open");
+    let started = Instant::now();
+    let fault = fault_of(node.send_blocking("hostile-loop", "l", br#"{"spin":{}}"#.to_vec(), None));
+    assert_eq!(fault, GuestFault::Deadline(Duration::from_millis(50)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly: {:?}",
+        started.elapsed()
+    );
+    assert!(fault.to_string().contains("CPU deadline"), "{fault}");
+    let ok = node
+        .send_blocking("hostile-loop", "l", br#"{"ok":{}}"#.to_vec(), None)
+        .expect("ok");
+    assert_eq!(ok.seq_nr, 1, "the spinning command persisted nothing");
+    account_still_serves(&node, 1);
+}
+
+#[test]
+fn a_guest_that_eats_memory_hits_the_limit_and_memory_stays_bounded() {
+    let limit = 32 * 1024 * 1024;
+    let (_dir, node) = temp_node(|c| c.engine.memory_limit = limit);
+    node.deploy(&guest("account")).expect("account");
+    node.deploy(&guest("hostile_memory")).expect("hog");
+    node.send_blocking(
+        "account",
+        "healthy",
+        br#"{"open":{"owner":"ada"}}"#.to_vec(),
+        None,
+    )
+    .expect("open");
+    let before = rss_bytes();
+    for _ in 0..10 {
+        let fault =
+            fault_of(node.send_blocking("hostile-memory", "m", br#"{"grow":{}}"#.to_vec(), None));
+        assert_eq!(fault, GuestFault::MemoryLimit(limit));
+        assert!(fault.to_string().contains("memory limit"), "{fault}");
+    }
+    let growth = rss_bytes().saturating_sub(before);
+    assert!(
+        growth < 4 * limit as u64,
+        "RSS grew by {growth} bytes over 10 hogs of {limit}"
+    );
+    let ok = node
+        .send_blocking("hostile-memory", "m", br#"{"ok":{}}"#.to_vec(), None)
+        .expect("ok");
+    assert_eq!(ok.seq_nr, 1);
+    account_still_serves(&node, 1);
+}
+
+#[test]
+fn malformed_guest_output_is_refused_with_the_reason() {
+    // A generous deadline: lifting the 8 MiB state out of the guest takes
+    // ~0.1 s in a debug build, and this test is about refusing it.
+    let (_dir, node) = temp_node(|c| c.engine.call_deadline = Duration::from_secs(5));
+    node.deploy(&guest("account")).expect("account");
+    node.deploy(&guest("hostile_output"))
+        .expect("hostile guest deploys");
+    node.send_blocking(
+        "account",
+        "healthy",
+        br#"{"open":{"owner":"ada"}}"#.to_vec(),
+        None,
+    )
+    .expect("account works");
+    for (command, reason) in [
+        ("not-json-event", "event 0 is not JSON"),
+        ("too-many-events", "1000 events exceed the limit of 100"),
+        ("huge-event", "exceeds the limit of 262144"),
+        ("huge-state", "state of 8388608 bytes exceeds the limit"),
+        ("not-json-reply", "reply is not JSON"),
+    ] {
+        let fault =
+            fault_of(node.send_blocking("hostile-output", "o", command.as_bytes().to_vec(), None));
+        assert!(
+            matches!(&fault, GuestFault::InvalidOutput(m) if m.contains(reason)),
+            "{command}: {fault:?}"
+        );
+    }
+    assert!(
+        node.events("hostile-output", "o", 1, 10)
+            .expect("events")
+            .is_empty(),
+        "nothing persisted"
+    );
+    let ok = node
+        .send_blocking("hostile-output", "o", b"ok".to_vec(), None)
+        .expect("ok");
+    assert_eq!(ok.seq_nr, 1);
+    account_still_serves(&node, 1);
+}
