@@ -1,5 +1,6 @@
 //! A guest that traps: `{"boom":{}}` panics inside `handle-command` (a trap,
-//! since guests abort on panic); `{"ok":{}}` persists one event. For tests only.
+//! since guests abort on panic) after logging a warning; `{"ok":{}}` persists
+//! one event. For tests only.
 
 use serde::{Deserialize, Serialize};
 use stead_sdk::{Context, Effect, EventSourced};
@@ -37,7 +38,10 @@ impl EventSourced for Trap {
 
     fn handle(&self, _ctx: &Context, cmd: Cmd) -> Result<Effect<Ev, u64>, String> {
         match cmd {
-            Cmd::Boom {} => panic!("boom: this guest traps on purpose"),
+            Cmd::Boom {} => {
+                stead_sdk::log::warn("boom requested: trapping now");
+                panic!("boom: this guest traps on purpose")
+            }
             Cmd::Ok {} => Ok(Effect::persist(Ev::Oked {}).then_reply(self.oks + 1)),
         }
     }
