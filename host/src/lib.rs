@@ -9,7 +9,11 @@
 //! - [`shards`]: routing, shard workers, activation, passivation, dedup.
 //! - [`node`]: [`Node`], the library API the servers and tests drive.
 //! - [`config`]: every tunable with its default.
+//! - [`api`]: gRPC, HTTP/JSON and metrics over a [`Node`].
+//! - [`cli`]: the `stead` command line (the binary is `src/main.rs`).
 
+pub mod api;
+pub mod cli;
 pub mod component;
 pub mod config;
 pub mod journal;

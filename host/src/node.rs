@@ -207,6 +207,11 @@ impl Node {
         &self.config
     }
 
+    /// Sets the observer told about every durable journal commit (metrics).
+    pub fn set_commit_observer(&self, observer: Arc<dyn crate::journal::CommitObserver>) {
+        self.journal.set_observer(observer);
+    }
+
     fn shards(&self) -> Result<&Shards, NodeError> {
         self.shards.as_ref().ok_or(NodeError::ShuttingDown)
     }

@@ -13,11 +13,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use stead_host::component::build::{BuildRequest, BuiltComponent, build};
 
+mod demo;
+
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   build-guests   build guests/ into validated components in target/guests/
-  demo           build the guests and show each component
+  demo           build everything and run the story: deploy, send, SIGKILL, recover
   test           run every test (both workspaces, guest build and validation)
   lint           cargo fmt --check and cargo clippy -D warnings, both workspaces";
 
@@ -95,26 +97,17 @@ fn build_guests() -> Result<Vec<BuiltComponent>> {
 
 fn demo() -> Result<()> {
     let built = build_guests()?;
-    step("the example entity components");
     let root = root();
     for component in built.iter().filter(|c| is_example(&c.name)) {
-        let path = component
-            .path
-            .strip_prefix(&root)
-            .unwrap_or(&component.path);
-        println!("  {}", component.name);
-        println!("    path:    {}", path.display());
-        println!("    size:    {} bytes", component.size);
-        println!("    imports: {}", component.report.imports.join(", "));
-        for (name, functions) in &component.report.exports {
-            println!("    exports: {name} {{ {} }}", functions.join(", "));
-        }
+        println!("    {}: {}", component.name, component.report);
     }
-    println!(
-        "\nEach is a stead:entity component checked against wit/entity.wit.\n\
-         Their commands are documented in guests/account/README.md and guests/cart/README.md."
-    );
-    Ok(())
+    run_cargo(
+        "build the stead binary",
+        &root,
+        &["build", "-p", "stead-host", "--bin", "stead"],
+    )?;
+    step("the demo");
+    demo::run(&root, &root.join("target/debug/stead"))
 }
 
 fn is_example(name: &str) -> bool {

@@ -126,6 +126,12 @@ pub enum JournalError {
     Closed,
 }
 
+/// Told about every durable commit (for metrics).
+pub trait CommitObserver: Send + Sync + 'static {
+    /// A commit of `entities` entities' appends became durable in `elapsed`.
+    fn committed(&self, entities: usize, elapsed: std::time::Duration);
+}
+
 /// The storage contract of the event journal (see the module docs).
 ///
 /// Methods block the calling thread (they are called from shard worker

@@ -25,13 +25,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
 use super::keys;
 use super::record::{self, EventRecord, SnapshotRecord};
 use super::{
-    AppendError, EntityAppend, EntityKey, FenceToken, Journal, JournalError, ShardId, StoredEvent,
+    AppendError, CommitObserver, EntityAppend, EntityKey, FenceToken, Journal, JournalError,
+    ShardId, StoredEvent,
 };
 
 /// Tuning of the sled backend.
@@ -66,6 +67,7 @@ pub struct SledJournal {
     epochs: Mutex<HashMap<ShardId, u64>>,
     commit: Mutex<CommitState>,
     committed: Condvar,
+    observer: OnceLock<Arc<dyn CommitObserver>>,
 }
 
 #[derive(Default)]
@@ -104,7 +106,13 @@ impl SledJournal {
             epochs: Mutex::new(HashMap::new()),
             commit: Mutex::new(CommitState::default()),
             committed: Condvar::new(),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Sets the observer told about every durable commit (once).
+    pub fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     fn lock_commit(&self) -> MutexGuard<'_, CommitState> {
@@ -176,13 +184,19 @@ impl SledJournal {
             }
             results.push(out);
         }
-        let staged_any = results.iter().flatten().any(Result::is_ok);
-        if staged_any {
+        let staged = results.iter().flatten().filter(|r| r.is_ok()).count();
+        if staged > 0 {
+            let started = std::time::Instant::now();
             let outcome = self
                 .journal
                 .apply_batch(batch)
                 .map_err(|e| sled_error("writing the journal batch", e))
                 .and_then(|()| self.make_durable(last_sync));
+            if outcome.is_ok()
+                && let Some(observer) = self.observer.get()
+            {
+                observer.committed(staged, started.elapsed());
+            }
             if let Err(e) = outcome {
                 for r in results.iter_mut().flatten() {
                     if r.is_ok() {

@@ -1,0 +1,218 @@
+//! HTTP/JSON ingress (axum), on its own port.
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /v1/entities/{type}/{id}` | body: the JSON command; `Idempotency-Key` header: the command id; 200 with the JSON reply (`Stead-Seq-Nr`, `Stead-Duplicate` headers) |
+//! | `GET /v1/entities/{type}/{id}` | the view |
+//! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}` |
+//! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes"}]}` |
+//! | `GET /healthz` | live: 200 |
+//! | `GET /readyz` | ready (journal open, components loaded): 200, else 503 |
+//! | `GET /metrics` | Prometheus (OpenMetrics text) |
+//! | `POST /v1/noop` | 200 `{}` without any entity work: the yardstick of the HTTP benchmark |
+//!
+//! Errors: `{"error":{"code","message"}}` with the statuses of
+//! [`super::errors`]; `Retry-After: 1` on 503.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use super::ApiState;
+use super::errors::{classify, outcome_label};
+use crate::node::NodeError;
+
+/// Most events one `GET .../events` returns when no `limit` is given.
+const DEFAULT_EVENTS_LIMIT: usize = 1000;
+
+/// The HTTP router of a node.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let body_limit = state.node.config().limits.max_command_bytes;
+    Router::new()
+        .route(
+            "/v1/entities/{entity_type}/{entity_id}",
+            post(send).get(view),
+        )
+        .route("/v1/entities/{entity_type}/{entity_id}/events", get(events))
+        .route("/v1/types", get(types))
+        .route("/v1/noop", post(noop))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// An error as the JSON body and status of [`super::errors`].
+struct ApiError(NodeError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let class = classify(&self.0);
+        let body = json!({"error": {"code": class.code, "message": self.0.to_string()}});
+        let mut response = (class.http, axum::Json(body)).into_response();
+        if class.http == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn send(
+    State(state): State<Arc<ApiState>>,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let command_id = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) => Some(key.to_owned()),
+        Some(Err(_)) => {
+            return ApiError(NodeError::InvalidCommand(
+                "Idempotency-Key must be visible ASCII".into(),
+            ))
+            .into_response();
+        }
+    };
+    let span = tracing::info_span!("http_send", entity_type = %entity_type, entity_id = %entity_id);
+    let result = state
+        .node
+        .send(&entity_type, &entity_id, body.to_vec(), command_id)
+        .instrument(span)
+        .await;
+    state
+        .metrics
+        .command(&entity_type, outcome_label(&result), started.elapsed());
+    match result {
+        Ok(reply) => {
+            let mut response = json_response(StatusCode::OK, reply.reply);
+            let headers = response.headers_mut();
+            headers.insert("stead-seq-nr", HeaderValue::from(reply.seq_nr));
+            headers.insert(
+                "stead-duplicate",
+                HeaderValue::from_static(if reply.duplicate { "true" } else { "false" }),
+            );
+            response
+        }
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+async fn view(
+    State(state): State<Arc<ApiState>>,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+) -> Response {
+    match state.node.view(&entity_type, &entity_id).await {
+        Ok(view) => json_response(StatusCode::OK, view),
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(state): State<Arc<ApiState>>,
+    Path((entity_type, entity_id)): Path<(String, String)>,
+    Query(query): Query<EventsQuery>,
+) -> Response {
+    let from = query.from.unwrap_or(1);
+    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    let node = state.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        node.node.events(&entity_type, &entity_id, from, limit)
+    })
+    .await;
+    let events = match read {
+        Ok(Ok(events)) => events,
+        Ok(Err(e)) => return ApiError(e).into_response(),
+        Err(e) => return ApiError(NodeError::Internal(e.to_string())).into_response(),
+    };
+    let events: Vec<_> = events
+        .into_iter()
+        .map(|e| {
+            let event = serde_json::from_slice::<serde_json::Value>(&e.record.payload)
+                .unwrap_or_else(|_| {
+                    serde_json::Value::String(
+                        String::from_utf8_lossy(&e.record.payload).into_owned(),
+                    )
+                });
+            json!({
+                "seq_nr": e.seq_nr,
+                "event": event,
+                "command_id": e.record.command_id,
+                "timestamp_ms": e.record.timestamp_ms,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "events": events })).into_response()
+}
+
+async fn types(State(state): State<Arc<ApiState>>) -> Response {
+    let types: Vec<_> = state
+        .node
+        .types()
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "version": t.version,
+                "snapshot_every": t.snapshot_every,
+                "sha256": t.hash,
+                "size_bytes": t.size,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "types": types })).into_response()
+}
+
+async fn noop() -> Response {
+    json_response(StatusCode::OK, b"{}".to_vec())
+}
+
+async fn ready(State(state): State<Arc<ApiState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    if let Ok(stats) = state.node.stats().await {
+        state.metrics.observe_node(stats);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    let body = json!({"error": {"code": "not_found", "message": "no such route"}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}

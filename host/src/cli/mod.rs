@@ -1,0 +1,492 @@
+//! The `stead` command line: `up` runs a node; client commands talk to a
+//! node over gRPC; `build` turns a guest crate into a component.
+//!
+//! The binary's edge: errors are `anyhow` here and become one line on stderr
+//! and exit code 1 (2 for usage errors, from clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::proto;
+use crate::component::build::{BuildRequest, build};
+use crate::{Node, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "stead",
+    version,
+    about = "Stateful entities as WebAssembly components, run as if they were stateless"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// gRPC address of the node, for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "STEAD_ADDR",
+        default_value = "http://127.0.0.1:7400"
+    )]
+    addr: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node on embedded defaults (Ctrl-C or SIGTERM stops it cleanly).
+    Up(UpArgs),
+    /// Deploy a component (.wasm) to the node.
+    Deploy {
+        /// The component file, e.g. target/guests/account.wasm.
+        file: PathBuf,
+    },
+    /// Send a JSON command to an entity.
+    Send {
+        /// Entity type, e.g. account.
+        #[arg(value_name = "TYPE")]
+        entity_type: String,
+        /// Entity id, e.g. acc-1.
+        #[arg(value_name = "ID")]
+        entity_id: String,
+        /// The command, e.g. '{"deposit":{"amount":100}}'.
+        #[arg(value_name = "JSON")]
+        command: String,
+        /// Command id (idempotency key): a retry with the same id returns the
+        /// original reply and persists nothing.
+        #[arg(long = "id", value_name = "CMD_ID")]
+        command_id: Option<String>,
+    },
+    /// Show an entity's view.
+    Get {
+        #[arg(value_name = "TYPE")]
+        entity_type: String,
+        #[arg(value_name = "ID")]
+        entity_id: String,
+    },
+    /// List an entity's persisted events.
+    Events {
+        #[arg(value_name = "TYPE")]
+        entity_type: String,
+        #[arg(value_name = "ID")]
+        entity_id: String,
+        /// First sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// List the deployed entity types.
+    Types,
+    /// Show the node's version, data directory, shards and load.
+    Info,
+    /// Build a guest crate into a validated component.
+    Build {
+        /// The guest crate (or workspace of guest crates). Default: `.`.
+        path: Option<PathBuf>,
+        /// Where to write `<name>.wasm`. Default: `<path>/target/stead`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Cargo target directory of the wasm build. Default:
+        /// `<path>/target/stead-wasm`.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Data directory (journal, components).
+    #[arg(long, env = "STEAD_DATA_DIR", default_value = ".stead")]
+    data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "STEAD_GRPC", default_value = "127.0.0.1:7400")]
+    grpc: SocketAddr,
+    /// HTTP listen address.
+    #[arg(long, env = "STEAD_HTTP", default_value = "127.0.0.1:7480")]
+    http: SocketAddr,
+    /// Shard count; fixed when the data directory is created.
+    #[arg(long, env = "STEAD_SHARDS", default_value_t = crate::config::DEFAULT_SHARD_COUNT)]
+    shards: u32,
+    /// Shard worker threads. Default: the number of CPUs.
+    #[arg(long, env = "STEAD_WORKERS")]
+    workers: Option<usize>,
+    /// Commands a shard worker may have queued before refusing new ones
+    /// (`overloaded`).
+    #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = 4096)]
+    queue_depth: usize,
+    /// CPU deadline of one guest call, in milliseconds.
+    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = 100)]
+    call_deadline_ms: u64,
+    /// Memory limit of a guest instance, in MiB.
+    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    memory_limit_mib: usize,
+    /// Idle time after which an entity is passivated, in seconds.
+    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    idle_timeout_secs: u64,
+    /// Log format.
+    #[arg(long, env = "STEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stead: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Build {
+        path,
+        out,
+        target_dir,
+    } = &cli.command
+    {
+        return build_command(path.clone(), out.clone(), target_dir.clone(), cli.json);
+    }
+    if let Command::Up(args) = cli.command {
+        return up(args);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(client(cli))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let mut config = NodeConfig::new(&args.data_dir);
+    config.shard_count = args.shards;
+    if let Some(workers) = args.workers {
+        config.shards.workers = workers.max(1);
+    }
+    config.shards.queue_depth = args.queue_depth.max(1);
+    config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms.max(1));
+    config.engine.memory_limit = args.memory_limit_mib.max(1) * 1024 * 1024;
+    config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("stead-api")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let node = tokio::task::spawn_blocking(move || Node::open(config))
+            .await
+            .context("opening the node")?
+            .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+        let node = Arc::new(node);
+        let state = crate::api::ApiState::new(node.clone());
+        let listeners = crate::api::Listeners::bind(args.grpc, args.http).await?;
+        let grpc_addr = listeners.grpc.local_addr().context("gRPC address")?;
+        let http_addr = listeners.http.local_addr().context("HTTP address")?;
+        // The line scripts and tests wait for (stdout; logs go to stderr).
+        println!(
+            "stead ready: grpc={grpc_addr} http={http_addr} data={}",
+            args.data_dir.display()
+        );
+        tracing::info!(%grpc_addr, %http_addr, "serving");
+        crate::api::serve(state, listeners, shutdown_signal()).await?;
+        tracing::info!("shutting down");
+        match Arc::try_unwrap(node) {
+            Ok(node) => tokio::task::spawn_blocking(move || node.shutdown())
+                .await
+                .context("stopping the node")?,
+            Err(node) => drop(node),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn build_command(
+    path: Option<PathBuf>,
+    out: Option<PathBuf>,
+    target_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let crate_dir = path.unwrap_or_else(|| PathBuf::from("."));
+    let crate_dir = crate_dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", crate_dir.display()))?;
+    let request = BuildRequest {
+        target_dir: target_dir.unwrap_or_else(|| crate_dir.join("target/stead-wasm")),
+        out_dir: out.unwrap_or_else(|| crate_dir.join("target/stead")),
+        crate_dir,
+        show_cargo_output: !json,
+    };
+    let built = build(&request, &mut |line| eprintln!("stead: {line}"))?;
+    for component in &built {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"name": component.name, "path": component.path, "size_bytes": component.size})
+            );
+        } else {
+            println!("{} ({} bytes)", component.path.display(), component.size);
+        }
+    }
+    Ok(())
+}
+
+async fn client(cli: Cli) -> Result<()> {
+    let addr = cli.addr.clone();
+    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("invalid node address {addr}"))?
+        .connect()
+        .await
+        .map_err(|e| anyhow!("node unreachable at {addr}: {}", source_chain(&e)))?;
+    let mut entities = proto::entities_client::EntitiesClient::new(channel.clone());
+    let mut admin = proto::admin_client::AdminClient::new(channel)
+        .max_encoding_message_size(crate::api::MAX_COMPONENT_BYTES);
+    let json = cli.json;
+    match cli.command {
+        Command::Deploy { file } => {
+            let component =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let response = admin
+                .deploy(proto::DeployRequest { component })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let t = response
+                .entity_type
+                .ok_or_else(|| anyhow!("the node answered no entity type"))?;
+            if json {
+                println!("{}", type_json(&t));
+            } else {
+                println!(
+                    "deployed {} {} ({} bytes, sha256 {}, snapshot every {} events)",
+                    t.name,
+                    t.version,
+                    t.size_bytes,
+                    &t.sha256[..t.sha256.len().min(12)],
+                    t.snapshot_every
+                );
+            }
+        }
+        Command::Send {
+            entity_type,
+            entity_id,
+            command,
+            command_id,
+        } => {
+            let response = entities
+                .send(proto::SendRequest {
+                    entity_type,
+                    entity_id,
+                    command_json: command,
+                    command_id: command_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let reply: serde_json::Value = serde_json::from_str(&response.reply_json)
+                    .unwrap_or(serde_json::Value::String(response.reply_json));
+                println!(
+                    "{}",
+                    serde_json::json!({"reply": reply, "seq_nr": response.seq_nr, "duplicate": response.duplicate})
+                );
+            } else {
+                // Verbatim, in the entity's own field order.
+                let note = if response.duplicate {
+                    ", duplicate: original reply"
+                } else {
+                    ""
+                };
+                println!(
+                    "{}  (seq-nr {}{note})",
+                    response.reply_json, response.seq_nr
+                );
+            }
+        }
+        Command::Get {
+            entity_type,
+            entity_id,
+        } => {
+            let response = entities
+                .get(proto::GetRequest {
+                    entity_type,
+                    entity_id,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            // Verbatim, in the entity's own field order.
+            println!("{}", response.view_json);
+        }
+        Command::Events {
+            entity_type,
+            entity_id,
+            from,
+        } => {
+            let mut stream = entities
+                .stream_events(proto::StreamEventsRequest {
+                    entity_type,
+                    entity_id,
+                    from_seq_nr: from,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut count = 0;
+            while let Some(event) = stream.message().await.map_err(status_error)? {
+                count += 1;
+                if json {
+                    let payload: serde_json::Value = serde_json::from_str(&event.event_json)
+                        .unwrap_or(serde_json::Value::String(event.event_json));
+                    println!(
+                        "{}",
+                        serde_json::json!({"seq_nr": event.seq_nr, "event": payload, "command_id": event.command_id, "timestamp_ms": event.timestamp_ms})
+                    );
+                } else {
+                    println!("{:>6}  {}", event.seq_nr, event.event_json);
+                }
+            }
+            if !json && count == 0 {
+                println!("(no events)");
+            }
+        }
+        Command::Types => {
+            let types = admin
+                .list_types(proto::ListTypesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .types;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(types.iter().map(type_json).collect())
+                );
+            } else if types.is_empty() {
+                println!("(no entity types deployed)");
+            } else {
+                println!(
+                    "{:<20} {:<10} {:>10}  {:>9}  SHA256",
+                    "TYPE", "VERSION", "BYTES", "SNAPSHOT"
+                );
+                for t in types {
+                    println!(
+                        "{:<20} {:<10} {:>10}  {:>9}  {}",
+                        t.name,
+                        t.version,
+                        t.size_bytes,
+                        t.snapshot_every,
+                        &t.sha256[..t.sha256.len().min(12)]
+                    );
+                }
+            }
+        }
+        Command::Info => {
+            let info = admin
+                .node_info(proto::NodeInfoRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"version": info.version, "data_dir": info.data_dir, "shard_count": info.shard_count, "workers": info.workers, "active_entities": info.active_entities, "uptime_ms": info.uptime_ms})
+                );
+            } else {
+                println!("stead {} at {addr}", info.version);
+                println!("  data dir:        {}", info.data_dir);
+                println!("  shards/workers:  {}/{}", info.shard_count, info.workers);
+                println!("  active entities: {}", info.active_entities);
+                println!("  uptime:          {:.1}s", info.uptime_ms as f64 / 1000.0);
+            }
+        }
+        Command::Up(_) | Command::Build { .. } => bail!("handled before connecting"),
+    }
+    Ok(())
+}
+
+fn type_json(t: &proto::EntityType) -> serde_json::Value {
+    serde_json::json!({"name": t.name, "version": t.version, "snapshot_every": t.snapshot_every, "sha256": t.sha256, "size_bytes": t.size_bytes})
+}
+
+/// A gRPC status as one line: `rejected: insufficient funds ...`.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    let code = status
+        .metadata()
+        .get("stead-error")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:?}", status.code()).to_lowercase());
+    if status.code() == tonic::Code::Unavailable && status.metadata().get("stead-error").is_none() {
+        return anyhow!("node unavailable: {}", status.message());
+    }
+    let message = status.message();
+    // Node errors already start with their kind ("rejected: ..."); do not repeat it.
+    if message.starts_with(&code) || message.starts_with(&code.replace('_', " ")) {
+        anyhow!("{message}")
+    } else {
+        anyhow!("{code}: {message}")
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
