@@ -402,3 +402,109 @@ fn stead_build_builds_a_guest_crate_and_prints_the_component() {
     let (ok, _, err) = cli(&["build", "/nonexistent-crate"]);
     assert!(!ok && err.contains("does not exist"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_resource_exhausted_over_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StartedNode::start_with(
+        dir.path(),
+        &[
+            "--workers",
+            "1",
+            "--queue-depth",
+            "2",
+            "--call-deadline-ms",
+            "200",
+        ],
+    );
+    let mut admin = AdminClient::connect(node.grpc_url())
+        .await
+        .expect("connect");
+    let component = std::fs::read(guest_path("hostile_loop")).expect("component");
+    admin
+        .deploy(DeployRequest { component })
+        .await
+        .expect("deploy");
+    let client = EntitiesClient::connect(node.grpc_url())
+        .await
+        .expect("connect");
+    let calls = (0..12).map(|i| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .send(send_req(
+                    "hostile-loop",
+                    &format!("e{i}"),
+                    r#"{"spin":{}}"#,
+                    "",
+                ))
+                .await
+                .expect_err("no spin succeeds")
+        })
+    });
+    let mut codes = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        let status = call.await.expect("task");
+        if status.code() == Code::ResourceExhausted {
+            assert_eq!(
+                status
+                    .metadata()
+                    .get("stead-error")
+                    .and_then(|v| v.to_str().ok()),
+                Some("overloaded")
+            );
+        }
+        codes.push(status.code());
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert!(codes.contains(&Code::Internal), "{codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::ResourceExhausted | Code::Internal)),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn logs_are_json_lines_with_the_flag() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stead"))
+        .args([
+            "up",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--shards",
+            "4",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STEAD_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stead starts");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready");
+    assert!(ready.starts_with("stead ready: "), "{ready}");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+}

@@ -354,7 +354,7 @@ impl Worker {
             }
             Err(fault) => {
                 // The instance is dropped here: never reuse one that faulted.
-                tracing::warn!(fault = %fault, "guest fault");
+                tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest fault");
                 let _ = reply.send(Err(CommandError::GuestFault {
                     entity_type: key.entity_type.clone(),
                     fault,
@@ -366,7 +366,7 @@ impl Worker {
             self.check_outcome(&outcome.events, &outcome.reply, outcome.state.as_deref())
         {
             self.release(&key.entity_type, instance);
-            tracing::warn!(fault = %fault, "guest returned invalid effects");
+            tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest returned invalid effects");
             let _ = reply.send(Err(CommandError::GuestFault {
                 entity_type: key.entity_type.clone(),
                 fault,

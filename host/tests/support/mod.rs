@@ -62,7 +62,7 @@ impl StartedNode {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("STEAD_LOG", "warn")
+            .env("STEAD_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
