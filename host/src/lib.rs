@@ -11,8 +11,10 @@
 //! - [`config`]: every tunable with its default.
 //! - [`api`]: gRPC, HTTP/JSON and metrics over a [`Node`].
 //! - [`cli`]: the `stead` command line (the binary is `src/main.rs`).
+//! - [`bench`]: the benchmark scenarios behind `stead bench`.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod component;
 pub mod config;

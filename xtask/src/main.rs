@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use stead_host::component::build::{BuildRequest, BuiltComponent, build};
 
+mod bench;
 mod demo;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -21,6 +22,7 @@ commands:
   build-guests   build guests/ into validated components in target/guests/
   demo           build everything and run the story: deploy, send, SIGKILL, recover
   test           run every test (both workspaces, guest build and validation)
+  bench [--quick] the benchmark suite of one node (release build; report in target/bench/)
   lint           cargo fmt --check and cargo clippy -D warnings, both workspaces";
 
 fn main() {
@@ -39,6 +41,16 @@ fn run() -> Result<()> {
     match command.as_str() {
         "build-guests" => build_guests().map(|_| ()),
         "demo" => demo(),
+        "bench" => {
+            let quick = args.iter().any(|a| a == "--quick");
+            build_guests()?;
+            run_cargo(
+                "release build of stead",
+                &root(),
+                &["build", "--release", "-p", "stead-host", "--bin", "stead"],
+            )?;
+            bench::run(&root(), quick)
+        }
         "test" => test(),
         "lint" => lint(),
         "help" | "--help" | "-h" => {
@@ -56,7 +68,7 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-fn step(message: &str) {
+pub(crate) fn step(message: &str) {
     println!("\n==> {message}");
 }
 

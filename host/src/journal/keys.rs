@@ -3,7 +3,7 @@
 //! ```text
 //! key     = shard:u32be section:u8 type:str id:str [seq:u64be]
 //! str     = len:u16be bytes
-//! section = 0x00 entity (value: last seq-nr)
+//! section = 0x00 entity (index entry, written when the entity is created)
 //!         | 0x01 event  (key has seq; value: EventRecord)
 //!         | 0x02 snapshot (value: SnapshotRecord)
 //! ```
@@ -56,7 +56,7 @@ pub fn entity_prefix(key: &EntityKey, section: u8) -> Vec<u8> {
     out
 }
 
-/// The key of an entity's index entry (its last sequence number).
+/// The key of an entity's index entry (lists the entities of a shard).
 pub fn entity_key(key: &EntityKey) -> Vec<u8> {
     entity_prefix(key, SECTION_ENTITY)
 }

@@ -4,7 +4,7 @@
 //! event    = 0x01 flags:u8 timestamp_ms:u64be command_id:str16 payload:bytes32 [reply:bytes32]
 //!            flags bit 0: this is the last event of its command and carries the reply
 //! snapshot = 0x01 seq_nr:u64be version:str16 state:bytes32 dedup_count:u32be (command_id_hash:u64be seq_nr:u64be)*
-//! entity   = 0x01 last_seq_nr:u64be
+//! entity   = 0x01 reserved:u64be (0; the last seq-nr is the entity's last event key)
 //! str16    = len:u16be utf8 ; bytes32 = len:u32be bytes
 //! ```
 //!

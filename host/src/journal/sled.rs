@@ -239,7 +239,7 @@ impl SledJournal {
         let entity_key = keys::entity_key(key);
         let actual = match overlay.get(&entity_key) {
             Some(seq) => *seq,
-            None => self.read_last_seq(&entity_key)?,
+            None => self.read_last_seq(key)?,
         };
         if actual != append.expected_seq_nr {
             return Err(AppendError::Conflict {
@@ -253,22 +253,35 @@ impl SledJournal {
             seq += 1;
             batch.insert(keys::event_key(key, seq), event.encode());
         }
-        batch.insert(entity_key.clone(), &record::encode_entity(seq)[..]);
+        if actual == 0 {
+            // The index entry is written once, when the entity is created:
+            // rewriting it per append would double sled's work per command.
+            batch.insert(entity_key.clone(), &record::encode_entity(0)[..]);
+        }
         overlay.insert(entity_key, seq);
         Ok(())
     }
 
-    fn read_last_seq(&self, entity_key: &[u8]) -> Result<u64, JournalError> {
-        match self
-            .journal
-            .get(entity_key)
-            .map_err(|e| sled_error("reading an entity entry", e))?
-        {
+    /// The sequence number of the entity's last event: its last event key.
+    fn read_last_seq(&self, key: &EntityKey) -> Result<u64, JournalError> {
+        let first = keys::event_key(key, 0);
+        let last = keys::event_key(key, u64::MAX);
+        match self.journal.range(first..=last).next_back() {
             None => Ok(0),
-            Some(bytes) => record::decode_entity(&bytes).map_err(|e| JournalError::Corrupt {
-                key: hex(entity_key),
-                reason: e.0,
-            }),
+            Some(item) => {
+                let (k, _) = item.map_err(|e| sled_error("reading the last event", e))?;
+                match keys::decode(&k) {
+                    Ok(keys::DecodedKey::Event(_, seq)) => Ok(seq),
+                    Ok(other) => Err(JournalError::Corrupt {
+                        key: hex(&k),
+                        reason: format!("expected an event key, found {other:?}"),
+                    }),
+                    Err(e) => Err(JournalError::Corrupt {
+                        key: hex(&k),
+                        reason: e.0,
+                    }),
+                }
+            }
         }
     }
 }
@@ -353,7 +366,7 @@ impl Journal for SledJournal {
     }
 
     fn last_seq_nr(&self, key: &EntityKey) -> Result<u64, JournalError> {
-        self.read_last_seq(&keys::entity_key(key))
+        self.read_last_seq(key)
     }
 
     fn read_events(

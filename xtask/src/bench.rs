@@ -1,0 +1,311 @@
+//! `cargo xtask bench [--quick]`: the standard benchmark suite of one node.
+//!
+//! Builds release binaries, starts a fresh `stead up` on a temporary data
+//! directory, deploys `account`, runs `stead bench http|grpc|hot` against it,
+//! stops it, runs `stead bench engine|memory|recovery` in process, then prints
+//! a table and writes `target/bench/report.json`. wrk is installed from
+//! Debian's packages when missing.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+struct Sizes {
+    duration: u64,
+    http_entities: usize,
+    engine_commands: usize,
+    engine_entities: usize,
+    memory_entities: usize,
+    recovery_events: usize,
+    recovery_entities: usize,
+}
+
+const FULL: Sizes = Sizes {
+    duration: 20,
+    http_entities: 10_000,
+    engine_commands: 300_000,
+    engine_entities: 10_000,
+    memory_entities: 1_000_000,
+    recovery_events: 10_000,
+    recovery_entities: 100_000,
+};
+
+const QUICK: Sizes = Sizes {
+    duration: 3,
+    http_entities: 1_000,
+    engine_commands: 50_000,
+    engine_entities: 10_000,
+    memory_entities: 100_000,
+    recovery_events: 10_000,
+    recovery_entities: 10_000,
+};
+
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    println!("    wrk not found: installing Debian's package");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success())
+        || (Command::new("apt-get")
+            .args(["update", "-q"])
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args(["install", "-y", "-q", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success()));
+    ensure!(
+        ok,
+        "wrk is missing and could not be installed: apt-get install wrk"
+    );
+    Ok(())
+}
+
+fn run_bench(stead: &Path, args: &[String]) -> Result<Vec<Value>> {
+    println!("  $ stead {}", args.join(" "));
+    let out = Command::new(stead)
+        .args(args)
+        .arg("--json")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running stead bench")?;
+    ensure!(out.status.success(), "`stead {}` failed", args.join(" "));
+    let figures: Vec<Value> = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "stead bench printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    for f in &figures {
+        println!("    {}", line(f));
+    }
+    Ok(figures)
+}
+
+fn line(f: &Value) -> String {
+    let num = |v: &Value| {
+        v.as_f64().map_or("-".to_owned(), |x| {
+            if x >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        })
+    };
+    let mut out = format!(
+        "{:<9} {:<42} {:>12} {:<6}",
+        f["scenario"].as_str().unwrap_or(""),
+        f["name"].as_str().unwrap_or(""),
+        num(&f["value"]),
+        f["unit"].as_str().unwrap_or("")
+    );
+    if let Some(y) = f["yardstick"].as_object() {
+        out.push_str(&format!(
+            " | {} {} {} | ratio {:.2}",
+            y["name"].as_str().unwrap_or(""),
+            num(&y["value"]),
+            y["unit"].as_str().unwrap_or(""),
+            y["ratio"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    if let (Some(t), Some(met)) = (f["target"].as_str(), f["target_met"].as_bool()) {
+        out.push_str(&format!(
+            " | target {t}: {}",
+            if met { "met" } else { "MISSED" }
+        ));
+    }
+    out
+}
+
+pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
+    let started = Instant::now();
+    let sizes = if quick { QUICK } else { FULL };
+    ensure_wrk()?;
+    let stead = root.join("target/release/stead");
+    let account = root.join("target/guests/account.wasm");
+    let work = root.join("target/bench");
+    std::fs::create_dir_all(&work).context("target/bench")?;
+    let data = tempfile_dir(&work)?;
+    let s = |v: &dyn ToString| v.to_string();
+    let common = |extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "--duration".to_owned(),
+            s(&sizes.duration),
+            "--work-dir".to_owned(),
+            s(&work.display()),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+
+    crate::step("network scenarios against `stead up` (release)");
+    let mut child = Command::new(&stead)
+        .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("STEAD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting stead up")?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?)
+        .read_line(&mut ready)
+        .context("ready line")?;
+    let field = |k: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_owned)
+    };
+    let (Some(grpc), Some(http)) = (field("grpc="), field("http=")) else {
+        let _ = child.kill();
+        bail!("stead up said {ready:?}");
+    };
+    let addr = format!("http://{grpc}");
+    let deployed = Command::new(&stead)
+        .args(["--addr", &addr, "deploy"])
+        .arg(&account)
+        .status()?;
+    ensure!(deployed.success(), "deploy failed");
+    let mut figures = Vec::new();
+    let network = (|| -> Result<()> {
+        figures.extend(run_bench(
+            &stead,
+            &[
+                vec![
+                    "--addr".into(),
+                    addr.clone(),
+                    "bench".into(),
+                    "http".into(),
+                    "--http".into(),
+                    http.clone(),
+                    "--entities".into(),
+                    s(&sizes.http_entities),
+                ],
+                common(&[]),
+            ]
+            .concat(),
+        )?);
+        figures.extend(run_bench(
+            &stead,
+            &[
+                vec![
+                    "--addr".into(),
+                    addr.clone(),
+                    "bench".into(),
+                    "grpc".into(),
+                    "--entities".into(),
+                    s(&sizes.http_entities),
+                ],
+                common(&[]),
+            ]
+            .concat(),
+        )?);
+        let hot_duration = (sizes.duration / 2).max(2);
+        let mut hot = vec![
+            "--addr".to_owned(),
+            addr.clone(),
+            "bench".into(),
+            "hot".into(),
+        ];
+        hot.extend(common(&[]));
+        if let Some(i) = hot.iter().position(|a| a == "--duration") {
+            hot[i + 1] = s(&hot_duration);
+        }
+        figures.extend(run_bench(&stead, &hot)?);
+        Ok(())
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    network?;
+
+    crate::step("in-process scenarios");
+    let component = account.display().to_string();
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "engine".into(),
+                "--component".into(),
+                component.clone(),
+                "--commands".into(),
+                s(&sizes.engine_commands),
+                "--entities".into(),
+                s(&sizes.engine_entities),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "memory".into(),
+                "--component".into(),
+                component.clone(),
+                "--entities".into(),
+                s(&sizes.memory_entities),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "recovery".into(),
+                "--component".into(),
+                component,
+                "--events".into(),
+                s(&sizes.recovery_events),
+                "--entities".into(),
+                s(&sizes.recovery_entities),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
+
+    crate::step(&format!(
+        "results ({}, {:.0}s)",
+        if quick { "quick" } else { "full" },
+        started.elapsed().as_secs_f64()
+    ));
+    for f in &figures {
+        println!("  {}", line(f));
+    }
+    let report = json!({
+        "suite": if quick { "quick" } else { "full" },
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "cpus": std::thread::available_parallelism().map_or(1, usize::from),
+        "figures": figures,
+    });
+    let path = work.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?).context("writing the report")?;
+    println!("\n  report: {}", path.display());
+    Ok(())
+}
+
+fn tempfile_dir(parent: &Path) -> Result<std::path::PathBuf> {
+    let dir = parent.join(format!("node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).context("bench data directory")?;
+    Ok(dir)
+}
