@@ -1,65 +1,7 @@
 //! Version 2 of the entity type `versioned`, for the host's redeploy tests:
-//! both versions share the state layout; their replies name their version.
+//! the same logic and state layout as every version; replies name the version.
 
-use serde::{Deserialize, Serialize};
-use stead_sdk::{Context, Effect, EventSourced};
+const VERSION_NUMBER: u32 = 2;
+const VERSION_TEXT: &str = "2.0.0";
 
-#[derive(Default, Serialize, Deserialize)]
-pub struct Counter {
-    count: u64,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cmd {
-    Inc {},
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ev {
-    Incremented {},
-}
-
-#[derive(Serialize)]
-pub struct Reply {
-    version: u32,
-    count: u64,
-}
-
-impl EventSourced for Counter {
-    const TYPE_NAME: &'static str = "versioned";
-    const VERSION: &'static str = "2.0.0";
-    const SNAPSHOT_EVERY: u32 = 2;
-    type Command = Cmd;
-    type Event = Ev;
-    type Reply = Reply;
-    type Error = String;
-    type View = Reply;
-
-    fn initial(_id: &str) -> Self {
-        Counter::default()
-    }
-
-    fn handle(&self, _ctx: &Context, cmd: Cmd) -> Result<Effect<Ev, Reply>, String> {
-        match cmd {
-            Cmd::Inc {} => Ok(Effect::persist(Ev::Incremented {}).then_reply(Reply {
-                version: 2,
-                count: self.count + 1,
-            })),
-        }
-    }
-
-    fn apply(&mut self, _event: &Ev) {
-        self.count += 1;
-    }
-
-    fn view(&self) -> Reply {
-        Reply {
-            version: 2,
-            count: self.count,
-        }
-    }
-}
-
-stead_sdk::export_entity!(Counter);
+include!("../../versioned-common/counter.rs");
