@@ -225,6 +225,16 @@ impl Node {
         Ok(type_info(&deployment))
     }
 
+    /// Makes native entity logic live for its type, in memory only: the
+    /// benchmarks' yardstick for the cost of wasm (no isolation, no limits).
+    pub fn deploy_native(
+        &self,
+        entity: Arc<dyn crate::runtime::NativeEntity>,
+    ) -> Result<TypeInfo, NodeError> {
+        let deployment = self.registry.deploy_native(entity)?;
+        Ok(type_info(&deployment))
+    }
+
     /// The deployed entity types.
     pub fn types(&self) -> Vec<TypeInfo> {
         self.registry.list().iter().map(|d| type_info(d)).collect()

@@ -126,7 +126,7 @@ fn is_example(name: &str) -> bool {
     matches!(name, "account" | "cart")
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::Runtime;
-use super::instance::{Entity, EntityPre, GuestInstance, GuestState};
+use super::instance::{Entity, EntityPre, GuestInstance, GuestState, NativeEntity, WasmInstance};
 use crate::component::{ValidationError, validate};
 
 /// What `describe` answered at deploy.
@@ -29,8 +29,14 @@ pub struct Deployment {
     /// Lowercase hex SHA-256 of the component bytes.
     pub hash: String,
     pub size: usize,
-    pre: EntityPre<GuestState>,
+    code: Code,
     runtime: Arc<Runtime>,
+}
+
+/// What instances are made of.
+enum Code {
+    Wasm(EntityPre<GuestState>),
+    Native(Arc<dyn NativeEntity>),
 }
 
 impl std::fmt::Debug for Deployment {
@@ -94,7 +100,7 @@ impl Deployment {
             },
             hash,
             size: bytes.len(),
-            pre,
+            code: Code::Wasm(pre),
             runtime: runtime.clone(),
         };
         let mut instance = deployment
@@ -106,9 +112,31 @@ impl Deployment {
         Ok(deployment)
     }
 
+    /// A deployment of native logic (not persisted; benchmarks' yardstick).
+    pub fn native(
+        runtime: &Arc<Runtime>,
+        entity: Arc<dyn NativeEntity>,
+    ) -> Result<Self, DeploymentError> {
+        let info = entity.describe();
+        check_name(&info.name)?;
+        Ok(Self {
+            hash: format!("native:{}:{}", info.name, info.version),
+            info,
+            size: 0,
+            code: Code::Native(entity),
+            runtime: runtime.clone(),
+        })
+    }
+
     /// A fresh instance of this component.
     pub fn instantiate(&self) -> Result<GuestInstance, super::GuestFault> {
-        GuestInstance::new(&self.runtime, &self.pre, self.hash.clone())
+        match &self.code {
+            Code::Wasm(pre) => Ok(GuestInstance::wasm(
+                WasmInstance::new(&self.runtime, pre)?,
+                self.hash.clone(),
+            )),
+            Code::Native(entity) => Ok(GuestInstance::native(entity.clone(), self.hash.clone())),
+        }
     }
 }
 

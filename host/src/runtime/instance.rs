@@ -120,21 +120,18 @@ impl stead::entity::host::Host for GuestState {
     }
 }
 
-/// A live instance of a deployment.
-pub struct GuestInstance {
+/// A live wasm instance: a store and the bound exports.
+pub(crate) struct WasmInstance {
     store: Store<GuestState>,
     bindings: Entity,
     deadline_ticks: u64,
     call_deadline: Duration,
-    /// The deployment this instance belongs to (its component hash).
-    pub deployment_hash: String,
 }
 
-impl GuestInstance {
+impl WasmInstance {
     pub(super) fn new(
         runtime: &Arc<Runtime>,
         pre: &EntityPre<GuestState>,
-        deployment_hash: String,
     ) -> Result<Self, GuestFault> {
         let options = runtime.options();
         let state = GuestState {
@@ -160,7 +157,6 @@ impl GuestInstance {
             bindings,
             deadline_ticks,
             call_deadline: options.call_deadline,
-            deployment_hash,
         })
     }
 
@@ -185,7 +181,7 @@ impl GuestInstance {
         )
     }
 
-    pub fn describe(&mut self) -> Result<EntityInfo, GuestFault> {
+    fn describe(&mut self) -> Result<EntityInfo, GuestFault> {
         self.begin("", "");
         let info = self
             .bindings
@@ -199,11 +195,7 @@ impl GuestInstance {
         })
     }
 
-    pub fn initial_state(
-        &mut self,
-        entity_type: &str,
-        entity_id: &str,
-    ) -> Result<Vec<u8>, GuestFault> {
+    fn initial_state(&mut self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, GuestFault> {
         self.begin(entity_type, entity_id);
         self.bindings
             .stead_entity_handler()
@@ -214,7 +206,7 @@ impl GuestInstance {
     /// Runs `handle-command`. The outer error is a fault (discard the
     /// instance); the inner one is the guest's refusal.
     #[allow(clippy::too_many_arguments)]
-    pub fn handle_command(
+    fn handle_command(
         &mut self,
         entity_type: &str,
         entity_id: &str,
@@ -250,7 +242,7 @@ impl GuestInstance {
     }
 
     /// Runs `apply-event`; a guest error is reported as invalid output.
-    pub fn apply_event(
+    fn apply_event(
         &mut self,
         entity_type: &str,
         entity_id: &str,
@@ -266,7 +258,7 @@ impl GuestInstance {
     }
 
     /// Runs `view`; a guest error is reported as invalid output.
-    pub fn view(
+    fn view(
         &mut self,
         entity_type: &str,
         entity_id: &str,
@@ -297,4 +289,130 @@ fn classify(
         return GuestFault::Trap(trap.to_string());
     }
     GuestFault::Trap(format!("{error:#}"))
+}
+
+/// Entity logic compiled into the host instead of a component: the
+/// benchmarks' yardstick for the cost of wasm. It runs in the same command
+/// path (workers, journal, dedup) with the same byte-level contract as the
+/// `handler` interface, but without isolation, deadline or memory limit.
+pub trait NativeEntity: Send + Sync + 'static {
+    fn describe(&self) -> EntityInfo;
+    fn initial_state(&self, entity_id: &str) -> Vec<u8>;
+    /// `(entity type, entity id, seq-nr, now-ms, command id)`, state, command.
+    fn handle_command(
+        &self,
+        ctx: (&str, &str, u64, u64, &str),
+        state: &[u8],
+        command: &[u8],
+    ) -> Result<CommandOutcome, Rejection>;
+    fn apply_event(&self, state: &[u8], event: &[u8]) -> Result<Vec<u8>, String>;
+    fn view(&self, state: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+enum Backend {
+    Wasm(Box<WasmInstance>),
+    Native(Arc<dyn NativeEntity>),
+}
+
+/// An instance of a deployment: a wasm instance, or native logic.
+pub struct GuestInstance {
+    backend: Backend,
+    /// The deployment this instance belongs to (its component hash).
+    pub deployment_hash: String,
+}
+
+impl GuestInstance {
+    pub(super) fn wasm(instance: WasmInstance, deployment_hash: String) -> Self {
+        Self {
+            backend: Backend::Wasm(Box::new(instance)),
+            deployment_hash,
+        }
+    }
+
+    pub(super) fn native(entity: Arc<dyn NativeEntity>, deployment_hash: String) -> Self {
+        Self {
+            backend: Backend::Native(entity),
+            deployment_hash,
+        }
+    }
+
+    pub fn describe(&mut self) -> Result<EntityInfo, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) => w.describe(),
+            Backend::Native(n) => Ok(n.describe()),
+        }
+    }
+
+    pub fn initial_state(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Vec<u8>, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) => w.initial_state(entity_type, entity_id),
+            Backend::Native(n) => Ok(n.initial_state(entity_id)),
+        }
+    }
+
+    /// Runs `handle-command`. The outer error is a fault (discard the
+    /// instance); the inner one is the guest's refusal.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_command(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        seq_nr: u64,
+        now_ms: u64,
+        command_id: &str,
+        state: &[u8],
+        command: &[u8],
+    ) -> Result<Result<CommandOutcome, Rejection>, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) => w.handle_command(
+                entity_type,
+                entity_id,
+                seq_nr,
+                now_ms,
+                command_id,
+                state,
+                command,
+            ),
+            Backend::Native(n) => Ok(n.handle_command(
+                (entity_type, entity_id, seq_nr, now_ms, command_id),
+                state,
+                command,
+            )),
+        }
+    }
+
+    /// Runs `apply-event`; a guest error is reported as invalid output.
+    pub fn apply_event(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+        event: &[u8],
+    ) -> Result<Vec<u8>, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) => w.apply_event(entity_type, entity_id, state, event),
+            Backend::Native(n) => n.apply_event(state, event).map_err(|m| {
+                GuestFault::InvalidOutput(format!("apply-event refused an event: {m}"))
+            }),
+        }
+    }
+
+    /// Runs `view`; a guest error is reported as invalid output.
+    pub fn view(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+    ) -> Result<Vec<u8>, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) => w.view(entity_type, entity_id, state),
+            Backend::Native(n) => n
+                .view(state)
+                .map_err(|m| GuestFault::InvalidOutput(format!("view failed: {m}"))),
+        }
+    }
 }

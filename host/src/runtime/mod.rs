@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use deployment::{Deployment, DeploymentError, EntityInfo};
-pub use instance::{CommandOutcome, GuestFault, GuestInstance, Rejection};
+pub use instance::{CommandOutcome, GuestFault, GuestInstance, NativeEntity, Rejection};
 pub use registry::{Registry, RegistryError};
 
 /// How often the engine's epoch advances; deadlines are counted in ticks.

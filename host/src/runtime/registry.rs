@@ -123,14 +123,32 @@ impl Registry {
         let hash = component_hash(bytes);
         let wasm_path = self.dir.join(format!("{hash}.wasm"));
         write_durably(&wasm_path, bytes)?;
+        // Native deployments live in memory only; they are never persisted.
         let mut manifest: BTreeMap<String, String> = self
             .list()
             .into_iter()
+            .filter(|d| !d.hash.starts_with("native:"))
             .map(|d| (d.info.name.clone(), d.hash.clone()))
             .collect();
         manifest.insert(deployment.info.name.clone(), hash);
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| io_err(&self.dir, e))?;
         write_durably(&self.dir.join(MANIFEST), &json)?;
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(deployment.info.name.clone(), deployment.clone());
+        Ok(deployment)
+    }
+}
+
+impl Registry {
+    /// Makes native logic the live deployment of its entity type, in memory
+    /// only (a restart forgets it). For benchmarks and tests.
+    pub fn deploy_native(
+        &self,
+        entity: Arc<dyn super::NativeEntity>,
+    ) -> Result<Arc<Deployment>, RegistryError> {
+        let deployment = Arc::new(Deployment::native(&self.runtime, entity)?);
         self.live
             .write()
             .unwrap_or_else(|p| p.into_inner())
