@@ -283,6 +283,46 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         .concat(),
     )?);
 
+    crate::step("wasm against native: the same logic in the same command path");
+    let args = [
+        "bench",
+        "-p",
+        "stead-host",
+        "--bench",
+        "engine",
+        "--",
+        "--commands",
+    ];
+    println!(
+        "  $ cargo {} {} --entities {}",
+        args.join(" "),
+        sizes.engine_commands,
+        sizes.engine_entities
+    );
+    let out = crate::cargo()
+        .current_dir(root)
+        .args(args)
+        .arg(s(&sizes.engine_commands))
+        .arg("--entities")
+        .arg(s(&sizes.engine_entities))
+        .arg("--work-dir")
+        .arg(&work)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the engine bench")?;
+    ensure!(out.status.success(), "the engine bench failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .context("the engine bench printed no figures")?;
+    let native: Vec<Value> = serde_json::from_str(last).context("engine bench figures")?;
+    for f in &native {
+        println!("    {}", line(f));
+    }
+    figures.extend(native);
+
     crate::step(&format!(
         "results ({}, {:.0}s)",
         if quick { "quick" } else { "full" },
