@@ -430,3 +430,66 @@ fn a_full_queue_is_overloaded_not_unbounded() {
         let _ = rx.wait_blocking();
     }
 }
+
+/// A trivial native entity: counts commands.
+struct NativeCounter;
+
+impl stead_host::runtime::NativeEntity for NativeCounter {
+    fn describe(&self) -> stead_host::runtime::EntityInfo {
+        stead_host::runtime::EntityInfo {
+            name: "native-counter".into(),
+            version: "1.0.0".into(),
+            snapshot_every: 0,
+        }
+    }
+    fn initial_state(&self, _entity_id: &str) -> Vec<u8> {
+        vec![0]
+    }
+    fn handle_command(
+        &self,
+        _ctx: (&str, &str, u64, u64, &str),
+        state: &[u8],
+        _command: &[u8],
+    ) -> Result<stead_host::runtime::CommandOutcome, stead_host::runtime::Rejection> {
+        let n = state.first().copied().unwrap_or(0).wrapping_add(1);
+        Ok(stead_host::runtime::CommandOutcome {
+            events: vec![b"{\"inc\":1}".to_vec()],
+            state: Some(vec![n]),
+            reply: format!("{n}").into_bytes(),
+        })
+    }
+    fn apply_event(&self, state: &[u8], _event: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(vec![state.first().copied().unwrap_or(0).wrapping_add(1)])
+    }
+    fn view(&self, state: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(format!("{}", state.first().copied().unwrap_or(0)).into_bytes())
+    }
+}
+
+#[test]
+fn a_native_deployment_runs_in_the_same_path_but_is_never_persisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let node = open_node(dir.path(), |_| {});
+        node.deploy_native(std::sync::Arc::new(NativeCounter))
+            .expect("native");
+        assert_eq!(send(&node, "native-counter", "c", "{}"), Ok(json!(1)));
+        assert_eq!(send(&node, "native-counter", "c", "{}"), Ok(json!(2)));
+        node.passivate_all_blocking().expect("passivate");
+        assert_eq!(
+            view(&node, "native-counter", "c"),
+            json!(2),
+            "recovered by replay"
+        );
+        // A real deploy rewrites the manifest: the native type must stay out.
+        node.deploy(&guest("account")).expect("account");
+        assert_eq!(node.types().len(), 2);
+    }
+    let node = open_node(dir.path(), |_| {});
+    let names: Vec<_> = node.types().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["account"]);
+    assert_eq!(
+        send(&node, "native-counter", "c", "{}"),
+        Err(NodeError::UnknownType("native-counter".into()))
+    );
+}
