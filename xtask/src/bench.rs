@@ -233,55 +233,36 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
 
     crate::step("in-process scenarios");
     let component = account.display().to_string();
-    figures.extend(run_bench(
-        &stead,
-        &[
+    let in_process = [
+        (
+            "engine",
             vec![
-                "bench".into(),
-                "engine".into(),
-                "--component".into(),
-                component.clone(),
-                "--commands".into(),
-                s(&sizes.engine_commands),
-                "--entities".into(),
-                s(&sizes.engine_entities),
+                ("--commands", sizes.engine_commands),
+                ("--entities", sizes.engine_entities),
             ],
-            common(&[]),
-        ]
-        .concat(),
-    )?);
-    figures.extend(run_bench(
-        &stead,
-        &[
+        ),
+        ("memory", vec![("--entities", sizes.memory_entities)]),
+        (
+            "recovery",
             vec![
-                "bench".into(),
-                "memory".into(),
-                "--component".into(),
-                component.clone(),
-                "--entities".into(),
-                s(&sizes.memory_entities),
+                ("--events", sizes.recovery_events),
+                ("--entities", sizes.recovery_entities),
             ],
-            common(&[]),
-        ]
-        .concat(),
-    )?);
-    figures.extend(run_bench(
-        &stead,
-        &[
-            vec![
-                "bench".into(),
-                "recovery".into(),
-                "--component".into(),
-                component,
-                "--events".into(),
-                s(&sizes.recovery_events),
-                "--entities".into(),
-                s(&sizes.recovery_entities),
-            ],
-            common(&[]),
-        ]
-        .concat(),
-    )?);
+        ),
+    ];
+    for (scenario, options) in in_process {
+        let mut args = vec![
+            "bench".to_owned(),
+            scenario.to_owned(),
+            "--component".to_owned(),
+            component.clone(),
+        ];
+        for (flag, value) in options {
+            args.extend([flag.to_owned(), s(&value)]);
+        }
+        args.extend(common(&[]));
+        figures.extend(run_bench(&stead, &args)?);
+    }
 
     crate::step("wasm against native: the same logic in the same command path");
     let args = [
