@@ -60,6 +60,12 @@ pub struct ShardOptions {
     /// Commands per entity whose ids are remembered for deduplication.
     /// Default 64.
     pub dedup_window: usize,
+    /// Most entities a worker recovers from the journal in one batch.
+    /// Commands and views for further inactive entities wait for the next
+    /// batch, so a restart followed by a rush of traffic to many entities
+    /// recovers them at a bounded rate while active entities keep being
+    /// served (at most `workers` activations run at once). Default 64.
+    pub max_activations_per_batch: usize,
 }
 
 impl Default for ShardOptions {
@@ -70,6 +76,7 @@ impl Default for ShardOptions {
             max_batch: 512,
             idle_timeout: Duration::from_secs(120),
             dedup_window: 64,
+            max_activations_per_batch: 64,
         }
     }
 }
@@ -91,6 +98,11 @@ pub struct Limits {
     pub max_reply_bytes: usize,
     /// Largest entity state, in bytes. Default 4 MiB.
     pub max_state_bytes: usize,
+    /// How long a command may wait for its outcome. One still queued at its
+    /// deadline is not executed (`deadline exceeded`, safe to retry); a
+    /// caller that stops waiting later is told the outcome is unknown.
+    /// Default 10 s.
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -103,6 +115,7 @@ impl Default for Limits {
             max_event_bytes: 256 * 1024,
             max_reply_bytes: 1024 * 1024,
             max_state_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum NodeError {
     },
     #[error("overloaded: {0}")]
     Overloaded(String),
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Storage(JournalError),
     #[error("conflicting write: {0}")]
@@ -75,6 +77,7 @@ impl From<CommandError> for NodeError {
                 NodeError::GuestFault { entity_type, fault }
             }
             CommandError::Overloaded(m) => NodeError::Overloaded(m),
+            CommandError::DeadlineExceeded(m) => NodeError::DeadlineExceeded(m),
             CommandError::Storage(e) => NodeError::Storage(e),
             CommandError::Conflict(m) => NodeError::Conflict(m),
             CommandError::NotOwner(s) => NodeError::NotOwner(s),
@@ -113,23 +116,38 @@ pub struct NodeStats {
     pub active_entities: usize,
     pub activations: u64,
     pub passivations: u64,
+    /// Requests held back to a later batch by the activation budget.
+    pub deferred: u64,
 }
 
 /// A queued command's outcome, available once its events are durable.
-pub struct PendingReply(tokio::sync::oneshot::Receiver<Result<CommandReply, CommandError>>);
+pub struct PendingReply {
+    rx: tokio::sync::oneshot::Receiver<Result<CommandReply, CommandError>>,
+    /// When an async caller stops waiting: the request timeout twice over.
+    /// A command that started before its deadline finishes within a batch,
+    /// so only a stalled journal gets here.
+    give_up_at: std::time::Instant,
+}
 
 impl PendingReply {
-    /// Waits for the outcome.
+    /// Waits for the outcome. If none comes long after the request deadline
+    /// (a stalled disk), says so: the command may still be applied, and a
+    /// retry with the same command id tells which.
     pub async fn wait(self) -> Result<CommandReply, NodeError> {
-        self.0
-            .await
-            .map_err(|_| NodeError::ShuttingDown)?
-            .map_err(NodeError::from)
+        let at = tokio::time::Instant::from_std(self.give_up_at);
+        match tokio::time::timeout_at(at, self.rx).await {
+            Ok(outcome) => outcome
+                .map_err(|_| NodeError::ShuttingDown)?
+                .map_err(NodeError::from),
+            Err(_) => Err(NodeError::DeadlineExceeded(
+                "no outcome in time; the command may still be applied: retry with the same command id to learn its outcome".into(),
+            )),
+        }
     }
 
     /// Waits for the outcome, blocking the thread (not from async code).
     pub fn wait_blocking(self) -> Result<CommandReply, NodeError> {
-        self.0
+        self.rx
             .blocking_recv()
             .map_err(|_| NodeError::ShuttingDown)?
             .map_err(NodeError::from)
@@ -273,12 +291,12 @@ impl Node {
         command: Vec<u8>,
         command_id: Option<String>,
     ) -> Result<PendingReply, NodeError> {
-        Ok(PendingReply(self.enqueue(
-            entity_type,
-            entity_id,
-            command,
-            command_id,
-        )?))
+        let timeout = self.config.limits.request_timeout;
+        let now = std::time::Instant::now();
+        Ok(PendingReply {
+            rx: self.enqueue(entity_type, entity_id, command, command_id, now + timeout)?,
+            give_up_at: now + 2 * timeout,
+        })
     }
 
     /// [`Node::send`] for synchronous callers (not from inside an async task).
@@ -299,6 +317,7 @@ impl Node {
         entity_id: &str,
         command: Vec<u8>,
         command_id: Option<String>,
+        deadline: std::time::Instant,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<CommandReply, CommandError>>, NodeError> {
         let key = self.entity_key(entity_type, entity_id)?;
         let limits = &self.config.limits;
@@ -335,7 +354,9 @@ impl Node {
             command_id = %command_id,
             seq_nr = tracing::field::Empty,
         );
-        Ok(self.shards()?.command(key, command, command_id, span)?)
+        Ok(self
+            .shards()?
+            .command(key, command, command_id, deadline, span)?)
     }
 
     /// The entity's view (its read model, JSON).
@@ -443,6 +464,20 @@ impl Node {
             total.active_entities += s.active_entities;
             total.activations += s.activations;
             total.passivations += s.passivations;
+            total.deferred += s.deferred;
+        }
+        Ok(total)
+    }
+
+    /// [`Node::stats`] for synchronous callers.
+    pub fn stats_blocking(&self) -> Result<NodeStats, NodeError> {
+        let mut total = NodeStats::default();
+        for rx in self.shards()?.stats() {
+            let s: WorkerStats = rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?;
+            total.active_entities += s.active_entities;
+            total.activations += s.activations;
+            total.passivations += s.passivations;
+            total.deferred += s.deferred;
         }
         Ok(total)
     }

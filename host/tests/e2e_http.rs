@@ -387,3 +387,71 @@ fn sigkill_under_http_load_loses_no_acknowledged_command() {
         assert_eq!(response.headers()["stead-duplicate"], "true", "{key}");
     }
 }
+
+#[test]
+fn limit_flags_bound_commands_and_ids_with_precise_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StartedNode::start_with(
+        dir.path(),
+        &[
+            "--max-command-bytes",
+            "64",
+            "--max-entity-id-bytes",
+            "8",
+            "--request-timeout-ms",
+            "5000",
+            "--max-activations-per-batch",
+            "4",
+        ],
+    );
+    deploy(&node, "account");
+    let (status, body) = body_json(post(
+        &node,
+        "/v1/entities/account/a1",
+        &format!(r#"{{"open":{{"owner":"{}"}}}}"#, "x".repeat(80)),
+        None,
+    ));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_command")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeds the limit of 64 bytes")),
+        "{body}"
+    );
+    let (status, body) = body_json(post(
+        &node,
+        "/v1/entities/account/much-too-long",
+        r#"{"open":{"owner":"ada"}}"#,
+        None,
+    ));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_id")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeds the limit of 8")),
+        "{body}"
+    );
+    // Within the limits everything works, and nothing refused was persisted.
+    let (status, body) = body_json(post(
+        &node,
+        "/v1/entities/account/a1",
+        r#"{"open":{"owner":"ada"}}"#,
+        None,
+    ));
+    assert_eq!(status, 200, "{body}");
+    let events = http()
+        .get(node.url("/v1/entities/account/a1/events?limit=1000000000"))
+        .call()
+        .expect("events");
+    let (status, body) = body_json(events);
+    assert_eq!(status, 200);
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
+}

@@ -8,6 +8,7 @@
 //! | rejected by the entity | `rejected` | 409 | FAILED_PRECONDITION |
 //! | guest fault | `guest_fault` | 500 | INTERNAL |
 //! | overloaded | `overloaded` | 503 + `Retry-After` | RESOURCE_EXHAUSTED |
+//! | request deadline exceeded | `deadline_exceeded` | 504 | DEADLINE_EXCEEDED |
 //! | write conflict | `conflict` | 409 | ABORTED |
 //! | deploy refused | `deploy_refused` | 400 | INVALID_ARGUMENT |
 //! | storage full | `storage_full` | 507 | RESOURCE_EXHAUSTED |
@@ -50,6 +51,11 @@ pub fn classify(error: &NodeError) -> ErrorClass {
             "overloaded",
             StatusCode::SERVICE_UNAVAILABLE,
             Code::ResourceExhausted,
+        ),
+        NodeError::DeadlineExceeded(_) => (
+            "deadline_exceeded",
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::DeadlineExceeded,
         ),
         NodeError::Conflict(_) => ("conflict", StatusCode::CONFLICT, Code::Aborted),
         NodeError::Deploy(_) => (
@@ -140,6 +146,11 @@ mod tests {
                 NodeError::Overloaded("x".into()),
                 503,
                 tonic::Code::ResourceExhausted,
+            ),
+            (
+                NodeError::DeadlineExceeded("x".into()),
+                504,
+                tonic::Code::DeadlineExceeded,
             ),
             (
                 NodeError::Storage(JournalError::Full("x".into())),

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `POST /v1/entities/{type}/{id}` | body: the JSON command; `Idempotency-Key` header: the command id; 200 with the JSON reply (`Stead-Seq-Nr`, `Stead-Duplicate` headers) |
 //! | `GET /v1/entities/{type}/{id}` | the view |
-//! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}` |
+//! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}`; M defaults to 1,000, at most 10,000 |
 //! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes"}]}` |
 //! | `GET /healthz` | live: 200 |
 //! | `GET /readyz` | ready (journal open, components loaded): 200, else 503 |
@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,8 @@ use crate::node::NodeError;
 
 /// Most events one `GET .../events` returns when no `limit` is given.
 const DEFAULT_EVENTS_LIMIT: usize = 1000;
+/// Most events one page may hold whatever `limit` asks (page with `from`).
+const MAX_EVENTS_LIMIT: usize = 10_000;
 
 /// The HTTP router of a node.
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -78,9 +81,22 @@ async fn send(
     State(state): State<Arc<ApiState>>,
     Path((entity_type, entity_id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    // Too large or unreadable bodies get the JSON error format too.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let limit = state.node.config().limits.max_command_bytes;
+            let message = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("command body exceeds the limit of {limit} bytes")
+            } else {
+                format!("unreadable command body: {}", rejection.body_text())
+            };
+            return ApiError(NodeError::InvalidCommand(message)).into_response();
+        }
+    };
     let command_id = match headers.get("idempotency-key").map(|v| v.to_str()) {
         None => None,
         Some(Ok(key)) => Some(key.to_owned()),
@@ -137,7 +153,10 @@ async fn events(
     Query(query): Query<EventsQuery>,
 ) -> Response {
     let from = query.from.unwrap_or(1);
-    let limit = query.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    let limit = query
+        .limit
+        .unwrap_or(DEFAULT_EVENTS_LIMIT)
+        .min(MAX_EVENTS_LIMIT);
     let node = state.clone();
     let read = tokio::task::spawn_blocking(move || {
         node.node.events(&entity_type, &entity_id, from, limit)

@@ -195,6 +195,7 @@ mod tests {
             active_entities: 7,
             activations: 9,
             passivations: 2,
+            deferred: 0,
         });
         let text = m.encode();
         assert!(

@@ -203,6 +203,29 @@ struct UpArgs {
     /// Idle time after which an entity is passivated, in seconds.
     #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     idle_timeout_secs: u64,
+    /// Largest command accepted, in bytes.
+    #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = 1024 * 1024)]
+    max_command_bytes: usize,
+    /// Longest entity id, in bytes (UTF-8 without control characters).
+    #[arg(long, env = "STEAD_MAX_ENTITY_ID_BYTES", default_value_t = 256)]
+    max_entity_id_bytes: usize,
+    /// Most events one command may emit.
+    #[arg(long, env = "STEAD_MAX_EVENTS_PER_COMMAND", default_value_t = 100)]
+    max_events_per_command: usize,
+    /// Largest event a guest may emit, in bytes.
+    #[arg(long, env = "STEAD_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    max_event_bytes: usize,
+    /// Largest entity state, in bytes.
+    #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_state_bytes: usize,
+    /// How long a command may wait for its outcome, in milliseconds; one
+    /// still queued at its deadline is not executed.
+    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Most entities a shard worker recovers from the journal per batch
+    /// (recovery after a restart is rate-limited, never a stampede).
+    #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = 64)]
+    max_activations_per_batch: usize,
     /// Log format.
     #[arg(long, env = "STEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -274,6 +297,14 @@ fn up(args: UpArgs) -> Result<()> {
     config.shards.queue_depth = args.queue_depth.max(1);
     config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms.max(1));
     config.engine.memory_limit = args.memory_limit_mib.max(1) * 1024 * 1024;
+    config.shards.max_activations_per_batch = args.max_activations_per_batch.max(1);
+    let limits = &mut config.limits;
+    limits.max_command_bytes = args.max_command_bytes.max(1);
+    limits.max_entity_id_bytes = args.max_entity_id_bytes.max(1);
+    limits.max_events_per_command = args.max_events_per_command.max(1);
+    limits.max_event_bytes = args.max_event_bytes.max(1);
+    limits.max_state_bytes = args.max_state_bytes.max(1);
+    limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
     config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,10 +4,11 @@
 //! - **prebuilt**: a rustc whose sysroot holds a wasm32 std (rustup's
 //!   `wasm32-unknown-unknown` target); plain `cargo build --target ...`.
 //! - **Debian build-std**: Debian's `rustc-web` with its library source
-//!   (`rust-web-src`) and `lld-22` (the target of `/usr/bin/rust-lld`); std is
-//!   built from source with `-Zbuild-std`. Used where rustup cannot download a
-//!   wasm32 std. If neither is present and the machine is Debian and we are
-//!   root, the packages are installed (about 25 s).
+//!   (`rust-web-src`) and `rust-web-llvm` (`/usr/bin/rust-lld`, a link to
+//!   `lld-22`'s linker); std is built from source with `-Zbuild-std`. Used
+//!   where rustup cannot download a wasm32 std. If neither is present and the
+//!   machine is Debian and we are root, the packages are installed (about
+//!   25 s; concurrent builds wait for one install).
 //!
 //! Anything else stops with an error saying exactly what to install.
 
@@ -18,7 +19,13 @@ use std::process::Command;
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Debian packages of the build-std recipe.
-pub const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld-22"];
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-llvm",
+    "lld-22",
+];
 
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
@@ -54,7 +61,7 @@ pub enum ToolchainError {
     #[error(
         "no Rust toolchain that builds {WASM_TARGET} was found. Install one: \
          `rustup target add {WASM_TARGET}`, or on Debian (as root): \
-         `apt-get install rustc-web cargo-web rust-web-src lld-22`"
+         `apt-get install rustc-web cargo-web rust-web-src rust-web-llvm lld-22`"
     )]
     Missing,
     #[error("installing Debian packages ({packages}) failed: `{command}` {status}: {output}")]
@@ -86,13 +93,29 @@ pub fn find_or_install(progress: &mut dyn FnMut(&str)) -> Result<Toolchain, Tool
         return Err(ToolchainError::Missing);
     }
     let packages = DEBIAN_PACKAGES.join(" ");
+    // Concurrent builds (parallel tests, several tools) install once: the
+    // first takes the lock and installs, the others wait and find it done.
+    let lock_path = std::env::temp_dir().join("stead-wasm-toolchain.lock");
+    let lock = std::fs::File::create(&lock_path).and_then(|f| f.lock().map(|()| f));
+    if let Some(toolchain) = find() {
+        return Ok(toolchain);
+    }
     progress(&format!(
         "no wasm32 toolchain found: installing Debian packages {packages} (about 30 s)"
     ));
     run_apt(&["update", "-q"], &packages)?;
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let mut install = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        // Wait for another apt rather than fail on its lock.
+        "-o",
+        "DPkg::Lock::Timeout=600",
+    ];
     install.extend_from_slice(DEBIAN_PACKAGES);
     run_apt(&install, &packages)?;
+    drop(lock);
     debian_build_std().map_err(|missing| ToolchainError::StillMissing { packages, missing })
 }
 
@@ -121,7 +144,7 @@ fn debian_build_std() -> Result<Toolchain, String> {
     for (path, package) in [
         (DEBIAN_RUSTC, "rustc-web"),
         (DEBIAN_CARGO, "cargo-web"),
-        (DEBIAN_LLD, "lld-22"),
+        (DEBIAN_LLD, "rust-web-llvm and lld-22"),
     ] {
         // `exists` follows symlinks: rust-lld is a link to lld-22.
         if !Path::new(path).exists() {
@@ -222,7 +245,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("apt-get install rustc-web cargo-web rust-web-src lld-22"),
+            text.contains("apt-get install rustc-web cargo-web rust-web-src rust-web-llvm lld-22"),
             "{text}"
         );
     }

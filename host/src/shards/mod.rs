@@ -59,6 +59,8 @@ pub enum CommandError {
     },
     #[error("overloaded: {0}")]
     Overloaded(String),
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     #[error(transparent)]
     Storage(JournalError),
     #[error("conflicting write: {0}")]
@@ -77,6 +79,8 @@ pub struct WorkerStats {
     pub active_entities: usize,
     pub activations: u64,
     pub passivations: u64,
+    /// Requests held back to a later batch by the activation budget.
+    pub deferred: u64,
 }
 
 /// The workers and the routing to them.
@@ -115,9 +119,11 @@ impl Shards {
                 fences: owned,
                 entities: HashMap::new(),
                 instances: HashMap::new(),
+                deferred: Vec::new(),
                 started: Instant::now(),
                 activations: 0,
                 passivations: 0,
+                deferred_total: 0,
                 clock_override: clock_override.clone(),
             };
             let thread = std::thread::Builder::new()
@@ -157,6 +163,7 @@ impl Shards {
         key: EntityKey,
         command: Vec<u8>,
         command_id: String,
+        deadline: Instant,
         span: tracing::Span,
     ) -> Result<oneshot::Receiver<Result<CommandReply, CommandError>>, CommandError> {
         let (tx, rx) = oneshot::channel();
@@ -168,6 +175,7 @@ impl Shards {
                 command,
                 command_id,
                 reply: tx,
+                deadline,
                 span,
             }),
         )?;

@@ -19,7 +19,7 @@
 //! - No task, instance or lock per entity: an active entity is its state,
 //!   sequence numbers, dedup window and last-use time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -61,6 +61,8 @@ pub(crate) struct CommandRequest {
     pub(crate) command: Vec<u8>,
     pub(crate) command_id: String,
     pub(crate) reply: oneshot::Sender<Result<CommandReply, CommandError>>,
+    /// Not started after this instant: the caller has given up or is about to.
+    pub(crate) deadline: Instant,
     pub(crate) span: Span,
 }
 
@@ -79,11 +81,43 @@ pub(crate) struct Worker {
     pub(crate) fences: HashMap<ShardId, FenceToken>,
     pub(crate) entities: HashMap<EntityKey, ActiveEntity>,
     pub(crate) instances: HashMap<String, GuestInstance>,
+    /// Requests held back by the activation budget, first in the next batch.
+    pub(crate) deferred: Vec<Request>,
     pub(crate) started: Instant,
     pub(crate) activations: u64,
     pub(crate) passivations: u64,
+    pub(crate) deferred_total: u64,
     /// When non-zero, the clock commands see (ms since the Unix epoch).
     pub(crate) clock_override: Arc<AtomicU64>,
+}
+
+/// The activation budget of one batch: past it, requests for entities not
+/// in memory wait for the next batch, and so does every later request for
+/// an entity already held back (an entity's requests stay in order).
+struct Activations {
+    left: usize,
+    deferred: HashSet<EntityKey>,
+}
+
+impl Activations {
+    /// Whether the request for `key` waits for the next batch; otherwise it
+    /// takes one activation from the budget if `key` is not in memory.
+    fn defer(&mut self, key: &EntityKey, active: &HashMap<EntityKey, ActiveEntity>) -> bool {
+        if self.deferred.contains(key) {
+            return true;
+        }
+        if active.contains_key(key) {
+            return false;
+        }
+        if self.left == 0 {
+            self.deferred.insert(key.clone());
+            return true;
+        }
+        // Several requests of one entity in a batch count it once: the
+        // first activates it, the rest find it in memory.
+        self.left -= 1;
+        false
+    }
 }
 
 /// A command accepted by the guest, waiting for its entity's append.
@@ -107,13 +141,17 @@ impl Worker {
         let sweep_every = (self.options.idle_timeout / 4).max(Duration::from_millis(50));
         let mut last_sweep = Instant::now();
         loop {
-            let first = match rx.recv_timeout(sweep_every) {
-                Ok(request) => Some(request),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            if let Some(first) = first {
-                let mut batch = vec![first];
+            // Deferred requests go first, in their order; wait for new ones
+            // only when there are none.
+            let mut batch = std::mem::take(&mut self.deferred);
+            if batch.is_empty() {
+                match rx.recv_timeout(sweep_every) {
+                    Ok(request) => batch.push(request),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            if !batch.is_empty() {
                 while batch.len() < self.options.max_batch {
                     match rx.try_recv() {
                         Ok(request) => batch.push(request),
@@ -167,14 +205,37 @@ impl Worker {
         let mut views: Vec<ViewRequest> = Vec::new();
         let mut states: Vec<ViewRequest> = Vec::new();
         let mut seeds: Vec<SeedRequest> = Vec::new();
+        let mut budget = Activations {
+            left: self.options.max_activations_per_batch.max(1),
+            deferred: HashSet::new(),
+        };
         for request in batch {
             match request {
                 Request::Command(cmd) => {
+                    if budget.defer(&cmd.key, &self.entities) {
+                        self.deferred_total += 1;
+                        self.deferred.push(Request::Command(cmd));
+                        continue;
+                    }
                     let span = cmd.span.clone();
                     let _enter = span.enter();
+                    if Instant::now() >= cmd.deadline {
+                        tracing::debug!("deadline passed in the queue: not executed");
+                        let _ = cmd.reply.send(Err(CommandError::DeadlineExceeded(
+                            "the command waited in the queue past its deadline and was not executed; it is safe to retry".into(),
+                        )));
+                        continue;
+                    }
                     self.handle(cmd, now_ms, &mut pending, &mut staged);
                 }
-                Request::View(view) => views.push(view),
+                Request::View(view) => {
+                    if budget.defer(&view.key, &self.entities) {
+                        self.deferred_total += 1;
+                        self.deferred.push(Request::View(view));
+                    } else {
+                        views.push(view);
+                    }
+                }
                 Request::State(req) => {
                     // After this batch's commits, like a view.
                     states.push(req);
@@ -190,6 +251,7 @@ impl Worker {
                     let _ = tx.send(WorkerStats {
                         active_entities: self.entities.len(),
                         activations: self.activations,
+                        deferred: self.deferred_total,
                         passivations: self.passivations,
                     });
                 }
@@ -278,6 +340,7 @@ impl Worker {
             command_id,
             reply,
             span,
+            deadline: _,
         } = cmd;
         let (deployment, mut instance) = match self.instance_for(&key.entity_type) {
             Ok(found) => found,
