@@ -22,6 +22,8 @@
 
 pub mod conformance;
 pub mod keys;
+#[cfg(test)]
+mod model;
 pub mod record;
 pub mod sled;
 
