@@ -15,6 +15,7 @@
 //! | storage failure | `storage` | 503 | UNAVAILABLE |
 //! | shard not owned, shutting down | `unavailable` | 503 | UNAVAILABLE |
 //! | anything else | `internal` | 500 | INTERNAL |
+//! | admin token missing or wrong ([`super::auth`]) | `unauthenticated` | 401 + `WWW-Authenticate` | UNAUTHENTICATED |
 
 use axum::http::StatusCode;
 

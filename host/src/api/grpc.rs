@@ -1,6 +1,7 @@
 //! The gRPC services of `stead.v1` (tonic): `Entities` and `Admin`. The
 //! standard health service and server reflection are added in
-//! [`super::serve`].
+//! [`super::serve`], and so is the admin token check on `Admin`
+//! ([`super::auth`]).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -6,19 +6,21 @@
 //! | `GET /v1/entities/{type}/{id}` | the view |
 //! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}`; M defaults to 1,000, at most 10,000 |
 //! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes"}]}` |
+//! | `POST /v1/components` | admin: body: the component bytes (at most [`MAX_COMPONENT_BYTES`]); deploys it; 200 with its type like a `/v1/types` item; with a node token, `Authorization: Bearer <token>` or 401 (see [`super::auth`]) |
 //! | `GET /healthz` | live: 200 |
 //! | `GET /readyz` | ready (journal open, components loaded): 200, else 503 |
 //! | `GET /metrics` | Prometheus (OpenMetrics text) |
 //! | `POST /v1/noop` | 200 `{}` without any entity work: the yardstick of the HTTP benchmark |
 //!
 //! Errors: `{"error":{"code","message"}}` with the statuses of
-//! [`super::errors`]; `Retry-After: 1` on 503.
+//! [`super::errors`]; `Retry-After: 1` on 503; `unauthenticated` 401 with
+//! `WWW-Authenticate: Bearer` for admin routes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -28,9 +30,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::ApiState;
 use super::errors::{classify, outcome_label};
-use crate::node::NodeError;
+use super::{ApiState, MAX_COMPONENT_BYTES};
+use crate::node::{NodeError, TypeInfo};
 
 /// Most events one `GET .../events` returns when no `limit` is given.
 const DEFAULT_EVENTS_LIMIT: usize = 1000;
@@ -47,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/entities/{entity_type}/{entity_id}/events", get(events))
         .route("/v1/types", get(types))
+        .route("/v1/components", post(deploy))
         .route("/v1/noop", post(noop))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -187,22 +190,78 @@ async fn events(
     axum::Json(json!({ "events": events })).into_response()
 }
 
+fn type_json(t: &TypeInfo) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "version": t.version,
+        "snapshot_every": t.snapshot_every,
+        "sha256": t.hash,
+        "size_bytes": t.size,
+    })
+}
+
 async fn types(State(state): State<Arc<ApiState>>) -> Response {
-    let types: Vec<_> = state
-        .node
-        .types()
-        .into_iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "version": t.version,
-                "snapshot_every": t.snapshot_every,
-                "sha256": t.hash,
-                "size_bytes": t.size,
-            })
-        })
-        .collect();
+    let types: Vec<_> = state.node.types().iter().map(type_json).collect();
     axum::Json(json!({ "types": types })).into_response()
+}
+
+/// `POST /v1/components`: the admin check comes before the body is read.
+async fn deploy(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Err(denied) = state.auth.check(authorization) {
+        tracing::warn!(reason = %denied, protocol = "http", "admin call refused");
+        // A client that waits for `100 Continue` has sent no body; any other
+        // is still sending one: read it (without keeping it, up to the
+        // limit) so that it gets the 401 instead of a connection reset.
+        if !expects_continue(&headers) {
+            drain(body, MAX_COMPONENT_BYTES).await;
+        }
+        return denied.into_response();
+    }
+    let bytes = match read_limited(body, MAX_COMPONENT_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(message) => return ApiError(NodeError::Deploy(message)).into_response(),
+    };
+    let node = state.clone();
+    match tokio::task::spawn_blocking(move || node.node.deploy(&bytes)).await {
+        Ok(Ok(info)) => axum::Json(type_json(&info)).into_response(),
+        Ok(Err(e)) => ApiError(e).into_response(),
+        Err(e) => ApiError(NodeError::Internal(e.to_string())).into_response(),
+    }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads `body` if it has at most `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, String> {
+    use tokio_stream::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("unreadable component body: {e}"))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(format!("the component exceeds the limit of {limit} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Reads and discards up to `limit` bytes of `body`.
+async fn drain(body: Body, limit: usize) {
+    use tokio_stream::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read += chunk.len();
+        if read > limit {
+            return;
+        }
+    }
 }
 
 async fn noop() -> Response {

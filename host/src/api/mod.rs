@@ -1,17 +1,23 @@
 //! The node's edges: gRPC ([`grpc`], package `stead.v1`, plus the standard
 //! health service and server reflection), HTTP/JSON ([`http`]) and Prometheus
 //! metrics ([`metrics`]). Errors become statuses in one place ([`errors`]).
+//! Admin calls need the bearer token when the node has one ([`auth`], the
+//! one check of both protocols); both servers speak TLS when given a
+//! certificate ([`tls`], rustls with ring).
 //!
 //! Invariant: only this module sees protobuf and HTTP types; everything
 //! below it speaks [`crate::node::Node`].
 
+pub mod auth;
 pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod tls;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -30,7 +36,7 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/stead_v1_descriptor.bin"));
 }
 
-/// Largest component accepted by `Admin.Deploy`.
+/// Largest component accepted by `Admin.Deploy` and `POST /v1/components`.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// What every handler shares.
@@ -38,17 +44,26 @@ pub struct ApiState {
     pub node: Arc<Node>,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
+    /// Who may make admin calls.
+    pub auth: auth::AdminAuth,
     ready: AtomicBool,
 }
 
 impl ApiState {
+    /// Admin calls open (a node on loopback only).
     pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Self::with_auth(node, auth::AdminAuth::open())
+    }
+
+    /// Admin calls checked by `auth`.
+    pub fn with_auth(node: Arc<Node>, auth: auth::AdminAuth) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::new());
         node.set_commit_observer(metrics.clone());
         Arc::new(Self {
             node,
             metrics,
             started: Instant::now(),
+            auth,
             ready: AtomicBool::new(false),
         })
     }
@@ -95,11 +110,12 @@ impl Listeners {
     }
 }
 
-/// Serves gRPC and HTTP until `shutdown` resolves, then stops accepting and
-/// finishes the requests in flight.
+/// Serves gRPC and HTTP (over TLS with `tls`) until `shutdown` resolves,
+/// then stops accepting and finishes the requests in flight.
 pub async fn serve(
     state: Arc<ApiState>,
     listeners: Listeners,
+    tls: Option<&tls::TlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     use proto::admin_server::AdminServer;
@@ -136,7 +152,17 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        grpc = grpc
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Grpc(format!("TLS: {e}")))?;
+    }
+    let admin = AdminServer::new(grpc::AdminService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(MAX_COMPONENT_BYTES);
+    let grpc = grpc
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -146,18 +172,33 @@ pub async fn serve(
             })
             .max_decoding_message_size(max_command),
         )
-        .add_service(
-            AdminServer::new(grpc::AdminService {
-                state: state.clone(),
-            })
-            .max_decoding_message_size(MAX_COMPONENT_BYTES),
-        )
+        // The token check covers the Admin service only.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin,
+            state.auth.clone(),
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
             wait_stop(stop_rx.clone()),
         );
-    let http = axum::serve(listeners.http, http::router(state.clone()))
-        .with_graceful_shutdown(wait_stop(stop_rx));
+    let router = http::router(state.clone());
+    let http: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        Some(tls) => {
+            let listener = tls
+                .listener(listeners.http)
+                .map_err(|e| ServeError::Http(e.to_string()))?;
+            Box::pin(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(wait_stop(stop_rx))
+                    .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(listeners.http, router)
+                .with_graceful_shutdown(wait_stop(stop_rx))
+                .into_future(),
+        ),
+    };
     state.ready.store(true, Ordering::Relaxed);
     let (grpc, http) = tokio::join!(grpc, http);
     grpc.map_err(|e| ServeError::Grpc(e.to_string()))?;

@@ -1,18 +1,21 @@
 //! The `stead` command line: `up` runs a node; client commands talk to a
-//! node over gRPC; `build` turns a guest crate into a component.
+//! node over gRPC (TLS for `https://` addresses; the admin token on admin
+//! calls when given); `build` turns a guest crate into a component.
 //!
 //! The binary's edge: errors are `anyhow` here and become one line on stderr
 //! and exit code 1 (2 for usage errors, from clap).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::api::auth::{AdminAuth, TOKEN_ENV, check_exposure, read_token};
 use crate::api::proto;
+use crate::api::tls::TlsConfig;
 use crate::component::build::{BuildRequest, build};
 use crate::{Node, NodeConfig};
 
@@ -36,6 +39,20 @@ struct Cli {
         default_value = "http://127.0.0.1:7400"
     )]
     addr: String,
+    /// File holding the admin token, sent on admin calls (deploy, types,
+    /// info); `STEAD_ADMIN_TOKEN` holds the token itself (the file wins).
+    /// For `up`: the same as --admin-token-file.
+    #[arg(
+        long,
+        global = true,
+        env = "STEAD_ADMIN_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    token_file: Option<PathBuf>,
+    /// PEM certificate of a private CA to trust for an `https://` address
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "STEAD_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +243,29 @@ struct UpArgs {
     /// (recovery after a restart is rate-limited, never a stampede).
     #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = 64)]
     max_activations_per_batch: usize,
+    /// File holding the admin token that admin calls (gRPC `Admin`, HTTP
+    /// `POST /v1/components`) must present as `Authorization: Bearer
+    /// <token>`: whitespace trimmed, at least 16 bytes. `STEAD_ADMIN_TOKEN`
+    /// holds the token itself (the file wins). Required when --grpc or
+    /// --http is not a loopback address.
+    #[arg(long, env = "STEAD_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC and HTTP over TLS (with --tls-key).
+    #[arg(
+        long,
+        env = "STEAD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "STEAD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "STEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -263,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
         return build_command(path.clone(), out.clone(), target_dir.clone(), cli.json);
     }
     if let Command::Up(args) = cli.command {
-        return up(args);
+        return up(args, cli.token_file);
     }
     if let Command::Bench(args) = cli.command {
         return bench(args, &cli.addr, cli.json);
@@ -287,7 +327,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn up(args: UpArgs) -> Result<()> {
+fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
+    // Refused before anything is opened or bound.
+    let token_file = args.admin_token_file.clone().or(token_file);
+    let token = read_token(token_file.as_deref(), std::env::var_os(TOKEN_ENV))?;
+    let auth = AdminAuth::from_token(token.as_deref());
+    check_exposure(&auth, &[("--grpc", args.grpc), ("--http", args.http)])?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::load(cert, key)?),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
     init_logging(args.log_format);
     let mut config = NodeConfig::new(&args.data_dir);
     config.shard_count = args.shards;
@@ -317,17 +367,18 @@ fn up(args: UpArgs) -> Result<()> {
             .context("opening the node")?
             .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
         let node = Arc::new(node);
-        let state = crate::api::ApiState::new(node.clone());
+        let state = crate::api::ApiState::with_auth(node.clone(), auth);
         let listeners = crate::api::Listeners::bind(args.grpc, args.http).await?;
         let grpc_addr = listeners.grpc.local_addr().context("gRPC address")?;
         let http_addr = listeners.http.local_addr().context("HTTP address")?;
         // The line scripts and tests wait for (stdout; logs go to stderr).
+        let tls_note = if tls.is_some() { " tls=on" } else { "" };
         println!(
-            "stead ready: grpc={grpc_addr} http={http_addr} data={}",
+            "stead ready: grpc={grpc_addr} http={http_addr}{tls_note} data={}",
             args.data_dir.display()
         );
-        tracing::info!(%grpc_addr, %http_addr, "serving");
-        crate::api::serve(state, listeners, shutdown_signal()).await?;
+        tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), admin_token = state.auth.is_required(), "serving");
+        crate::api::serve(state, listeners, tls.as_ref(), shutdown_signal()).await?;
         tracing::info!("shutting down");
         match Arc::try_unwrap(node) {
             Ok(node) => tokio::task::spawn_blocking(move || node.shutdown())
@@ -391,16 +442,77 @@ fn build_command(
     Ok(())
 }
 
-async fn client(cli: Cli) -> Result<()> {
-    let addr = cli.addr.clone();
-    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("invalid node address {addr}"))?
+/// A channel to `addr`: TLS for `https://`, trusting `ca_cert` if given,
+/// else the system's roots.
+async fn connect(addr: &str, ca_cert: Option<&Path>) -> Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let mut endpoint = Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("invalid node address {addr}"))?;
+    let https = endpoint.uri().scheme_str() == Some("https");
+    let tls = match (https, ca_cert) {
+        (true, Some(path)) => {
+            Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_ca_cert(path)?)))
+        }
+        (true, None) => Some(ClientTlsConfig::new().with_native_roots()),
+        (false, Some(_)) => bail!("--ca-cert needs an https:// address, not {addr}"),
+        (false, None) => None,
+    };
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| anyhow!("TLS for {addr}: {}", source_chain(&e)))?;
+    }
+    endpoint
         .connect()
         .await
-        .map_err(|e| anyhow!("node unreachable at {addr}: {}", source_chain(&e)))?;
+        .map_err(|e| anyhow!("node unreachable at {addr}: {}", source_chain(&e)))
+}
+
+/// A CA certificate file, refused unless it holds PEM certificates.
+fn read_ca_cert(path: &Path) -> Result<Vec<u8>> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            anyhow!(
+                "the CA certificate {} is not valid PEM: {e}",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!(
+            "the CA certificate {} holds no PEM `CERTIFICATE` section",
+            path.display()
+        );
+    }
+    Ok(pem)
+}
+
+async fn client(cli: Cli) -> Result<()> {
+    let addr = cli.addr.clone();
+    let token = read_token(cli.token_file.as_deref(), std::env::var_os(TOKEN_ENV))?;
+    let authorization = token
+        .map(|t| tonic::metadata::MetadataValue::try_from(format!("Bearer {t}")))
+        .transpose()
+        .context("the admin token does not fit a header")?;
+    let channel = connect(&addr, cli.ca_cert.as_deref()).await?;
     let mut entities = proto::entities_client::EntitiesClient::new(channel.clone());
-    let mut admin = proto::admin_client::AdminClient::new(channel)
-        .max_encoding_message_size(crate::api::MAX_COMPONENT_BYTES);
+    // The token goes with admin calls only.
+    let mut admin = proto::admin_client::AdminClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            if let Some(value) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
+            }
+            Ok(request)
+        },
+    )
+    .max_encoding_message_size(crate::api::MAX_COMPONENT_BYTES);
     let json = cli.json;
     match cli.command {
         Command::Deploy { file } => {
@@ -649,6 +761,20 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     if status.code() == tonic::Code::Unavailable && status.metadata().get("stead-error").is_none() {
         return anyhow!("node unavailable: {}", status.message());
     }
+    if status.code() == tonic::Code::Unauthenticated {
+        return anyhow!(
+            "unauthenticated: {} (give the admin token with --token-file FILE or {TOKEN_ENV})",
+            status.message()
+        );
+    }
+    if status.code() == tonic::Code::Unknown && status.metadata().get("stead-error").is_none() {
+        // A transport failure, e.g. a plain-text client on a TLS port.
+        let detail = chain_from(
+            status.message().to_owned(),
+            std::error::Error::source(&status),
+        );
+        return anyhow!("no gRPC answer from the node: {detail}");
+    }
     let message = status.message();
     // Node errors already start with their kind ("rejected: ..."); do not repeat it.
     if message.starts_with(&code) || message.starts_with(&code.replace('_', " ")) {
@@ -659,11 +785,18 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+    chain_from(e.to_string(), e.source())
+}
+
+/// `out` followed by the texts of `source` and its sources.
+fn chain_from(mut out: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Some errors repeat their source in their own text.
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

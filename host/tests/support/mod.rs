@@ -40,6 +40,8 @@ pub(crate) struct StartedNode {
     pub(crate) child: Child,
     pub(crate) grpc: SocketAddr,
     pub(crate) http: SocketAddr,
+    /// The `stead ready: ...` line.
+    pub(crate) ready: String,
 }
 
 impl StartedNode {
@@ -49,20 +51,31 @@ impl StartedNode {
     }
 
     pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like [`Self::start_with`], with extra environment variables.
+    pub(crate) fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         // Test defaults, unless `extra` sets them.
         let mut defaults = Vec::new();
-        for (flag, value) in [("--shards", "16"), ("--workers", "2")] {
+        for (flag, value) in [
+            ("--grpc", "127.0.0.1:0"),
+            ("--http", "127.0.0.1:0"),
+            ("--shards", "16"),
+            ("--workers", "2"),
+        ] {
             if !extra.contains(&flag) {
                 defaults.extend([flag, value]);
             }
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_stead"))
-            .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("up")
             .args(defaults)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("STEAD_LOG", "error")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -80,7 +93,12 @@ impl StartedNode {
                 .expect("address")
         };
         let (grpc, http) = (addr("grpc="), addr("http="));
-        Self { child, grpc, http }
+        Self {
+            child,
+            grpc,
+            http,
+            ready: line.trim_end().to_owned(),
+        }
     }
 
     pub(crate) fn grpc_url(&self) -> String {
@@ -89,6 +107,17 @@ impl StartedNode {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// The gRPC address for a node started with `--tls-cert`, by the name
+    /// its test certificate is for.
+    pub(crate) fn grpc_tls_url(&self) -> String {
+        format!("https://localhost:{}", self.grpc.port())
+    }
+
+    /// An HTTPS URL for a node started with `--tls-cert`.
+    pub(crate) fn tls_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.http.port())
     }
 
     /// SIGKILL, then reap.
@@ -129,12 +158,56 @@ pub(crate) fn http() -> ureq::Agent {
 
 /// Runs the `stead` CLI; returns (exit success, stdout, stderr).
 pub(crate) fn cli(args: &[&str]) -> (bool, String, String) {
+    cli_with_env(args, &[])
+}
+
+/// Runs the `stead` CLI with extra environment variables.
+pub(crate) fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_stead"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("stead runs");
     (
         out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `stead up` with `args` expecting it to stop by itself (a refused
+/// start) within 60 s; returns (exit status, stdout, stderr).
+pub(crate) fn up_expecting_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stead"))
+        .arg("up")
+        .args(args)
+        .env("STEAD_LOG", "error")
+        .env_remove("STEAD_ADMIN_TOKEN")
+        .env_remove("STEAD_ADMIN_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("stead starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "stead up {args:?} kept running; stdout: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
