@@ -1,6 +1,9 @@
 //! Support for the cross-crate tests in `tests/`: the guests built once per
 //! test process, and nodes on temporary data directories.
 
+pub mod chaos;
+pub mod lazyfs;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -66,4 +69,29 @@ pub fn test_config(dir: &Path) -> NodeConfig {
 pub fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The `stead` binary of this workspace (debug), built if needed: the
+/// chaos tests run it as real node processes.
+pub fn stead_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(root())
+                .args(["build", "--quiet", "-p", "stead-host", "--bin", "stead"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the stead binary failed");
+            root().join("target/debug/stead")
+        })
+        .clone()
+}
+
+/// The directory of the built guest components (`<name>.wasm`), building
+/// them once per process.
+pub fn guests_dir() -> PathBuf {
+    guest("account");
+    root().join("target/guests")
 }

@@ -4,6 +4,7 @@
 //! - `demo`: build the guests and show what was built
 //! - `test`: every test of both workspaces, guest build and validation included
 //! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings`, both workspaces
+//! - `chaos`: the long crash loop (SIGKILL and power-loss rounds)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,7 +24,10 @@ commands:
   demo           build everything and run the story: deploy, send, SIGKILL, recover
   test           run every test (both workspaces, guest build and validation)
   bench [--quick] the benchmark suite of one node (release build; report in target/bench/)
-  lint           cargo fmt --check and cargo clippy -D warnings, both workspaces";
+  lint           cargo fmt --check and cargo clippy -D warnings, both workspaces
+  chaos [--rounds N] [--fault sigkill|power-loss|both] [--seed S] [--entities N]
+                 the long crash loop: N rounds of each fault against real node
+                 processes (power loss needs root and /dev/fuse); report in target/chaos/";
 
 fn main() {
     if let Err(e) = run() {
@@ -52,6 +56,7 @@ fn run() -> Result<()> {
             bench::run(&root(), quick)
         }
         "test" => test(),
+        "chaos" => chaos(&args[1..]),
         "lint" => lint(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -59,6 +64,45 @@ fn run() -> Result<()> {
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+/// `cargo xtask chaos`: builds the guests, `stead` and the chaos runner,
+/// then runs it with the user's flags (see `tests/src/bin/stead-chaos.rs`).
+fn chaos(flags: &[String]) -> Result<()> {
+    let root = root();
+    build_guests()?;
+    run_cargo(
+        "build stead and the chaos runner",
+        &root,
+        &[
+            "build",
+            "-p",
+            "stead-host",
+            "--bin",
+            "stead",
+            "-p",
+            "stead-tests",
+            "--bin",
+            "stead-chaos",
+        ],
+    )?;
+    step("chaos");
+    let report = root.join("target/chaos/report.json");
+    let status = Command::new(root.join("target/debug/stead-chaos"))
+        .arg("--stead")
+        .arg(root.join("target/debug/stead"))
+        .arg("--guests")
+        .arg(root.join("target/guests"))
+        .arg("--report")
+        .arg(&report)
+        .args(flags)
+        .status()
+        .context("running stead-chaos")?;
+    if !status.success() {
+        bail!("chaos failed ({status}); the seed to replay it is printed above");
+    }
+    println!("\n    report: {}", report.display());
+    Ok(())
 }
 
 fn root() -> PathBuf {

@@ -19,14 +19,24 @@
 //! `pwrite`s and `sync_file_range`, one `fdatasync(db)`, one `getdents` of
 //! `blobs/` (usually empty) — shared by every append of the group.
 //!
+//! **A failed write poisons sled** (it keeps the first I/O error, ENOSPC
+//! included, and refuses every later write, while reads go on working). The
+//! journal then fails appends fast with that error and, at most once per
+//! [`REOPEN_INTERVAL`] and only when the disk has [`REOPEN_MIN_FREE_BYTES`]
+//! free, reopens the store: sled recovers what was durable, and appends
+//! resume. A write that failed may or may not be in the reopened store (its
+//! caller was told it failed and retries with its command id); an entity
+//! whose memory disagrees with the reopened store gets a `Conflict` on its
+//! next append and is recovered again.
+//!
 //! Invariant: the leader is the only writer of events and entity entries, so
 //! reading an entity's last sequence number and writing after it cannot race.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::keys;
 use super::record::{self, EventRecord, SnapshotRecord};
@@ -55,12 +65,19 @@ impl Default for SledOptions {
     }
 }
 
+/// After a failed write, how often reopening the store is tried.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+/// Free space the journal's file system needs before a reopen is tried
+/// (sled writes a new log segment and its config when it opens).
+pub const REOPEN_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The sled journal. Cheap to share behind an `Arc`.
 pub struct SledJournal {
-    db: sled::Db,
-    journal: sled::Tree,
-    leases: sled::Tree,
-    db_file: File,
+    dir: PathBuf,
+    /// `None` only between a failed reopen and the next successful one.
+    store: RwLock<Option<Store>>,
+    /// Set when sled reported a write failure: the store must be reopened.
+    failed: Mutex<Option<Failure>>,
     blobs_dir: PathBuf,
     options: SledOptions,
     /// Current lease epoch of each shard claimed by this process.
@@ -70,19 +87,16 @@ pub struct SledJournal {
     observer: OnceLock<Arc<dyn CommitObserver>>,
 }
 
-#[derive(Default)]
-struct CommitState {
-    queue: Vec<(u64, Vec<EntityAppend>)>,
-    results: HashMap<u64, Vec<Result<(), AppendError>>>,
-    next_ticket: u64,
-    leader_active: bool,
-    last_sync: Option<SystemTime>,
+/// An open sled store.
+struct Store {
+    db: sled::Db,
+    journal: sled::Tree,
+    leases: sled::Tree,
+    db_file: File,
 }
 
-impl SledJournal {
-    /// Opens (or creates) the journal in `dir`.
-    pub fn open(dir: &Path, options: SledOptions) -> Result<Self, JournalError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error("creating the journal directory", &e))?;
+impl Store {
+    fn open(dir: &Path, options: &SledOptions) -> Result<Self, JournalError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity)
@@ -101,6 +115,34 @@ impl SledJournal {
             journal,
             leases,
             db_file,
+        })
+    }
+}
+
+/// A write failure and when the store was last (re)opened after it.
+struct Failure {
+    error: JournalError,
+    last_attempt: Instant,
+}
+
+#[derive(Default)]
+struct CommitState {
+    queue: Vec<(u64, Vec<EntityAppend>)>,
+    results: HashMap<u64, Vec<Result<(), AppendError>>>,
+    next_ticket: u64,
+    leader_active: bool,
+    last_sync: Option<SystemTime>,
+}
+
+impl SledJournal {
+    /// Opens (or creates) the journal in `dir`.
+    pub fn open(dir: &Path, options: SledOptions) -> Result<Self, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("creating the journal directory", &e))?;
+        let store = Store::open(dir, &options)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            store: RwLock::new(Some(store)),
+            failed: Mutex::new(None),
             blobs_dir: dir.join("blobs"),
             options,
             epochs: Mutex::new(HashMap::new()),
@@ -125,15 +167,91 @@ impl SledJournal {
         self.epochs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_failed(&self) -> MutexGuard<'_, Option<Failure>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the open store (reads go on after a write failure).
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let guard = self.store.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(store) => f(store),
+            None => Err(self
+                .lock_failed()
+                .as_ref()
+                .map_or(JournalError::Closed, |f| f.error.clone())),
+        }
+    }
+
+    /// Remembers a write failure of `result`: sled refuses writes from now on.
+    fn note<T>(&self, result: Result<T, JournalError>) -> Result<T, JournalError> {
+        if let Err(error) = &result
+            && matches!(error, JournalError::Io(_) | JournalError::Full(_))
+        {
+            let mut failed = self.lock_failed();
+            if failed.is_none() {
+                tracing::error!(%error, "journal write failed; appends fail until the store is reopened");
+                *failed = Some(Failure {
+                    error: error.clone(),
+                    last_attempt: Instant::now(),
+                });
+            }
+        }
+        result
+    }
+
+    /// After a write failure, reopens the store when it may succeed (see the
+    /// module docs); otherwise fails fast with the failure. Called by the
+    /// commit leader only, so no append runs meanwhile.
+    fn recover(&self) -> Result<(), JournalError> {
+        let mut failed = self.lock_failed();
+        let Some(failure) = failed.as_mut() else {
+            return Ok(());
+        };
+        if failure.last_attempt.elapsed() < REOPEN_INTERVAL {
+            return Err(failure.error.clone());
+        }
+        failure.last_attempt = Instant::now();
+        let free = nix::sys::statvfs::statvfs(&self.dir)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0);
+        if free < REOPEN_MIN_FREE_BYTES {
+            failure.error = JournalError::Full(format!(
+                "the journal's file system has {free} bytes free; writes resume when {REOPEN_MIN_FREE_BYTES} are"
+            ));
+            return Err(failure.error.clone());
+        }
+        let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+        // sled locks its files: the old store must be gone before the new opens.
+        drop(store.take());
+        match Store::open(&self.dir, &self.options) {
+            Ok(reopened) => {
+                *store = Some(reopened);
+                *failed = None;
+                tracing::info!("journal store reopened after a write failure; appends resume");
+                Ok(())
+            }
+            Err(e) => {
+                failure.error = e.clone();
+                Err(e)
+            }
+        }
+    }
+
     /// Makes everything sled has written durable (see the module docs).
-    fn make_durable(&self, since: Option<SystemTime>) -> Result<(), JournalError> {
-        self.db
+    fn make_durable(&self, store: &Store, since: Option<SystemTime>) -> Result<(), JournalError> {
+        store
+            .db
             .flush()
             .map_err(|e| sled_error("flushing the journal", e))?;
         if !self.options.sync {
             return Ok(());
         }
-        self.db_file
+        store
+            .db_file
             .sync_data()
             .map_err(|e| io_error("fdatasync of the journal", &e))?;
         self.sync_new_blobs(since)
@@ -172,6 +290,19 @@ impl SledJournal {
         group: &[(u64, Vec<EntityAppend>)],
         last_sync: Option<SystemTime>,
     ) -> Vec<Vec<Result<(), AppendError>>> {
+        let failed = |e: JournalError| {
+            group
+                .iter()
+                .map(|(_, appends)| vec![Err(AppendError::Storage(e.clone())); appends.len()])
+                .collect()
+        };
+        if let Err(e) = self.recover() {
+            return failed(e);
+        }
+        let guard = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let Some(store) = guard.as_ref() else {
+            return failed(JournalError::Closed);
+        };
         let epochs = self.lock_epochs().clone();
         let mut batch = sled::Batch::default();
         // Last sequence numbers as this group leaves them.
@@ -180,18 +311,20 @@ impl SledJournal {
         for (_, appends) in group {
             let mut out = Vec::with_capacity(appends.len());
             for append in appends {
-                out.push(self.stage(append, &epochs, &mut overlay, &mut batch));
+                out.push(self.stage(store, append, &epochs, &mut overlay, &mut batch));
             }
             results.push(out);
         }
         let staged = results.iter().flatten().filter(|r| r.is_ok()).count();
         if staged > 0 {
             let started = std::time::Instant::now();
-            let outcome = self
-                .journal
-                .apply_batch(batch)
-                .map_err(|e| sled_error("writing the journal batch", e))
-                .and_then(|()| self.make_durable(last_sync));
+            let outcome = self.note(
+                store
+                    .journal
+                    .apply_batch(batch)
+                    .map_err(|e| sled_error("writing the journal batch", e))
+                    .and_then(|()| self.make_durable(store, last_sync)),
+            );
             if outcome.is_ok()
                 && let Some(observer) = self.observer.get()
             {
@@ -210,6 +343,7 @@ impl SledJournal {
 
     fn stage(
         &self,
+        store: &Store,
         append: &EntityAppend,
         epochs: &HashMap<ShardId, u64>,
         overlay: &mut HashMap<Vec<u8>, u64>,
@@ -239,7 +373,7 @@ impl SledJournal {
         let entity_key = keys::entity_key(key);
         let actual = match overlay.get(&entity_key) {
             Some(seq) => *seq,
-            None => self.read_last_seq(key)?,
+            None => read_last_seq(store, key)?,
         };
         if actual != append.expected_seq_nr {
             return Err(AppendError::Conflict {
@@ -261,26 +395,26 @@ impl SledJournal {
         overlay.insert(entity_key, seq);
         Ok(())
     }
+}
 
-    /// The sequence number of the entity's last event: its last event key.
-    fn read_last_seq(&self, key: &EntityKey) -> Result<u64, JournalError> {
-        let first = keys::event_key(key, 0);
-        let last = keys::event_key(key, u64::MAX);
-        match self.journal.range(first..=last).next_back() {
-            None => Ok(0),
-            Some(item) => {
-                let (k, _) = item.map_err(|e| sled_error("reading the last event", e))?;
-                match keys::decode(&k) {
-                    Ok(keys::DecodedKey::Event(_, seq)) => Ok(seq),
-                    Ok(other) => Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: format!("expected an event key, found {other:?}"),
-                    }),
-                    Err(e) => Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: e.0,
-                    }),
-                }
+/// The sequence number of the entity's last event: its last event key.
+fn read_last_seq(store: &Store, key: &EntityKey) -> Result<u64, JournalError> {
+    let first = keys::event_key(key, 0);
+    let last = keys::event_key(key, u64::MAX);
+    match store.journal.range(first..=last).next_back() {
+        None => Ok(0),
+        Some(item) => {
+            let (k, _) = item.map_err(|e| sled_error("reading the last event", e))?;
+            match keys::decode(&k) {
+                Ok(keys::DecodedKey::Event(_, seq)) => Ok(seq),
+                Ok(other) => Err(JournalError::Corrupt {
+                    key: hex(&k),
+                    reason: format!("expected an event key, found {other:?}"),
+                }),
+                Err(e) => Err(JournalError::Corrupt {
+                    key: hex(&k),
+                    reason: e.0,
+                }),
             }
         }
     }
@@ -288,30 +422,7 @@ impl SledJournal {
 
 impl Journal for SledJournal {
     fn claim_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, JournalError> {
-        let mut batch = sled::Batch::default();
-        let mut tokens = Vec::with_capacity(shards.len());
-        for &shard in shards {
-            let previous = match self
-                .leases
-                .get(shard.to_be_bytes())
-                .map_err(|e| sled_error("reading a lease", e))?
-            {
-                None => 0,
-                Some(bytes) => {
-                    record::decode_entity(&bytes).map_err(|e| JournalError::Corrupt {
-                        key: format!("lease of shard {shard}"),
-                        reason: e.0,
-                    })?
-                }
-            };
-            let epoch = previous + 1;
-            batch.insert(&shard.to_be_bytes()[..], &record::encode_entity(epoch)[..]);
-            tokens.push(FenceToken { shard, epoch });
-        }
-        self.leases
-            .apply_batch(batch)
-            .map_err(|e| sled_error("writing leases", e))?;
-        self.make_durable(None)?;
+        let tokens = self.with_store(|store| self.note(claim(self, store, shards)))?;
         let mut epochs = self.lock_epochs();
         for token in &tokens {
             epochs.insert(token.shard, token.epoch);
@@ -366,7 +477,7 @@ impl Journal for SledJournal {
     }
 
     fn last_seq_nr(&self, key: &EntityKey) -> Result<u64, JournalError> {
-        self.read_last_seq(key)
+        self.with_store(|store| read_last_seq(store, key))
     }
 
     fn read_events(
@@ -377,31 +488,33 @@ impl Journal for SledJournal {
     ) -> Result<Vec<StoredEvent>, JournalError> {
         let start = keys::event_key(key, from.max(1));
         let end = keys::event_key(key, u64::MAX);
-        let mut out = Vec::new();
-        for item in self.journal.range(start..=end).take(limit) {
-            let (k, v) = item.map_err(|e| sled_error("reading events", e))?;
-            let seq_nr = match keys::decode(&k) {
-                Ok(keys::DecodedKey::Event(_, seq)) => seq,
-                Ok(other) => {
-                    return Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: format!("expected an event key, found {other:?}"),
-                    });
-                }
-                Err(e) => {
-                    return Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: e.0,
-                    });
-                }
-            };
-            let record = EventRecord::decode(&v).map_err(|e| JournalError::Corrupt {
-                key: hex(&k),
-                reason: e.0,
-            })?;
-            out.push(StoredEvent { seq_nr, record });
-        }
-        Ok(out)
+        self.with_store(|store| {
+            let mut out = Vec::new();
+            for item in store.journal.range(start..=end).take(limit) {
+                let (k, v) = item.map_err(|e| sled_error("reading events", e))?;
+                let seq_nr = match keys::decode(&k) {
+                    Ok(keys::DecodedKey::Event(_, seq)) => seq,
+                    Ok(other) => {
+                        return Err(JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: format!("expected an event key, found {other:?}"),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: e.0,
+                        });
+                    }
+                };
+                let record = EventRecord::decode(&v).map_err(|e| JournalError::Corrupt {
+                    key: hex(&k),
+                    reason: e.0,
+                })?;
+                out.push(StoredEvent { seq_nr, record });
+            }
+            Ok(out)
+        })
     }
 
     fn save_snapshot(
@@ -409,56 +522,99 @@ impl Journal for SledJournal {
         key: &EntityKey,
         snapshot: &SnapshotRecord,
     ) -> Result<(), JournalError> {
-        self.journal
-            .insert(keys::snapshot_key(key), snapshot.encode())
-            .map_err(|e| sled_error("saving a snapshot", e))?;
+        self.with_store(|store| {
+            self.note(
+                store
+                    .journal
+                    .insert(keys::snapshot_key(key), snapshot.encode())
+                    .map_err(|e| sled_error("saving a snapshot", e)),
+            )
+        })?;
         Ok(())
     }
 
     fn load_snapshot(&self, key: &EntityKey) -> Result<Option<SnapshotRecord>, JournalError> {
         let k = keys::snapshot_key(key);
-        match self
-            .journal
-            .get(&k)
-            .map_err(|e| sled_error("loading a snapshot", e))?
-        {
-            None => Ok(None),
-            Some(bytes) => {
-                SnapshotRecord::decode(&bytes)
-                    .map(Some)
-                    .map_err(|e| JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: e.0,
-                    })
+        self.with_store(|store| {
+            match store
+                .journal
+                .get(&k)
+                .map_err(|e| sled_error("loading a snapshot", e))?
+            {
+                None => Ok(None),
+                Some(bytes) => {
+                    SnapshotRecord::decode(&bytes)
+                        .map(Some)
+                        .map_err(|e| JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: e.0,
+                        })
+                }
             }
-        }
+        })
     }
 
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError> {
-        let mut out = Vec::new();
-        for item in self
-            .journal
-            .scan_prefix(keys::section_prefix(shard, keys::SECTION_ENTITY))
-        {
-            let (k, _) = item.map_err(|e| sled_error("listing entities", e))?;
-            match keys::decode(&k) {
-                Ok(keys::DecodedKey::Entity(key)) => out.push((key.entity_type, key.entity_id)),
-                Ok(other) => {
-                    return Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: format!("expected an entity key, found {other:?}"),
-                    });
-                }
-                Err(e) => {
-                    return Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: e.0,
-                    });
+        self.with_store(|store| {
+            let mut out = Vec::new();
+            for item in store
+                .journal
+                .scan_prefix(keys::section_prefix(shard, keys::SECTION_ENTITY))
+            {
+                let (k, _) = item.map_err(|e| sled_error("listing entities", e))?;
+                match keys::decode(&k) {
+                    Ok(keys::DecodedKey::Entity(key)) => {
+                        out.push((key.entity_type, key.entity_id));
+                    }
+                    Ok(other) => {
+                        return Err(JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: format!("expected an entity key, found {other:?}"),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: e.0,
+                        });
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
+}
+
+/// Moves the leases of `shards` one epoch on, durably.
+fn claim(
+    journal: &SledJournal,
+    store: &Store,
+    shards: &[ShardId],
+) -> Result<Vec<FenceToken>, JournalError> {
+    let mut batch = sled::Batch::default();
+    let mut tokens = Vec::with_capacity(shards.len());
+    for &shard in shards {
+        let previous = match store
+            .leases
+            .get(shard.to_be_bytes())
+            .map_err(|e| sled_error("reading a lease", e))?
+        {
+            None => 0,
+            Some(bytes) => record::decode_entity(&bytes).map_err(|e| JournalError::Corrupt {
+                key: format!("lease of shard {shard}"),
+                reason: e.0,
+            })?,
+        };
+        let epoch = previous + 1;
+        batch.insert(&shard.to_be_bytes()[..], &record::encode_entity(epoch)[..]);
+        tokens.push(FenceToken { shard, epoch });
+    }
+    store
+        .leases
+        .apply_batch(batch)
+        .map_err(|e| sled_error("writing leases", e))?;
+    journal.make_durable(store, None)?;
+    Ok(tokens)
 }
 
 fn sled_error(what: &str, e: sled::Error) -> JournalError {
@@ -473,8 +629,14 @@ fn sled_error(what: &str, e: sled::Error) -> JournalError {
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> JournalError {
-    // ENOSPC and EDQUOT: the disk or the quota is full.
-    if matches!(e.raw_os_error(), Some(28) | Some(122)) {
+    // ENOSPC and EDQUOT: the disk or the quota is full (sled rewraps OS
+    // errors, keeping only their kind).
+    if matches!(e.raw_os_error(), Some(28) | Some(122))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    {
         JournalError::Full(format!("{what}: {e}"))
     } else {
         JournalError::Io(format!("{what}: {e}"))

@@ -195,8 +195,16 @@ fn compile_cached(
         std::process::id(),
         std::thread::current().id()
     ));
-    std::fs::write(&tmp, &artifact).map_err(cache_error)?;
+    // Synced before the rename and the directory after it: a power cut
+    // leaves the old name, or the whole artifact, never a torn one that
+    // wasmtime would have to trust.
+    std::fs::write(&tmp, &artifact)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(cache_error)?;
     std::fs::rename(&tmp, &path).map_err(cache_error)?;
+    std::fs::File::open(cache_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(cache_error)?;
     // SAFETY: as above; these bytes were just produced by this engine.
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize(runtime.engine(), &artifact) };
