@@ -33,21 +33,23 @@
 //!   bytes; the tests kill the process above at the cut, which makes that moot.
 //!
 //! Invariants:
-//! - One lock ([`State`]) guards the inode table and every overlay; `cut_power`
+//! - One lock (`State`) guards the inode table and every overlay; `cut_power`
 //!   takes it, so a cut falls entirely before or entirely after any `fsync`.
 //! - Inode numbers are this mount's own (1 is the root), assigned per backing
 //!   path on first sight and never reused; a rename moves the path of the
 //!   inode and of everything below it, so an inode keeps its number and its
-//!   buffered writes across renames.
+//!   buffered writes across renames. The kernel's `forget` is ignored: an
+//!   entry lives until its name is removed (test-sized trees).
 //! - An inode's backing file is held open (read-write when allowed) while FUSE
 //!   has handles on it, so reads, writes and fsyncs through a handle still
 //!   work after the name is gone. An unlinked inode drops its overlay when its
 //!   last handle closes (its data can never be reached again).
 //! - No handler panics: a panic would kill the session thread while the kernel
 //!   still waits for answers. Every failure is an errno to the caller.
-//! - Unmounting never hangs: it detaches lazily (`umount2(MNT_DETACH)`), waits
-//!   a bounded time for the session to end, and otherwise leaves the session
-//!   thread behind (it ends when the last open descriptor closes).
+//! - Unmounting never hangs, and leaves nothing hanging: it aborts the FUSE
+//!   connection and detaches the mount (`umount2(MNT_FORCE | MNT_DETACH)`),
+//!   so descriptors still open on it (a dying process's, or one leaked by a
+//!   test) fail at once instead of waiting for answers that will never come.
 //!
 //! Not supported (unused by sled and the stead journal): hard links, special
 //! files (`mknod`), extended attributes, `fallocate`, `RENAME_EXCHANGE` and
@@ -116,15 +118,15 @@ pub struct PowerCutReport {
     pub bytes: u64,
 }
 
-/// A mounted LazyFS; unmounts (lazily, never hanging) on drop.
+/// A mounted LazyFS; unmounts on drop (never hanging, see the module docs).
 #[derive(Debug)]
 pub struct LazyFs {
     state: Arc<Mutex<State>>,
     session: Option<BackgroundSession>,
     mount_point: PathBuf,
     backing: PathBuf,
-    /// The mount's device number: the name of its FUSE connection under
-    /// `/sys/fs/fuse/connections`, to abort it if it outlives the unmount.
+    /// The mount's device number: how its line in mountinfo is recognised,
+    /// and the name of its FUSE connection under `/sys/fs/fuse/connections`.
     device: Option<u64>,
 }
 
@@ -233,16 +235,19 @@ impl Drop for LazyFs {
         let Some(session) = self.session.take() else {
             return;
         };
-        // A lazy detach succeeds even while files are open (a killed
-        // process's descriptors may still be closing); the connection then
-        // ends when the last one closes.
-        if let Err(e) = nix::mount::umount2(&self.mount_point, MntFlags::MNT_DETACH) {
-            eprintln!("lazyfs: detaching {}: {e}", self.mount_point.display());
+        // Unmount by path only while the mount there is still this one.
+        let ours = self.device.is_none_or(|device| {
+            mounts()
+                .iter()
+                .any(|m| m.at == self.mount_point.as_os_str() && m.device == device_id(device))
+        });
+        if ours {
+            force_unmount(&self.mount_point);
         }
         let mut ended = wait_for(&session, UNMOUNT_WAIT);
         if !ended && let Some(device) = self.device {
-            // Open descriptors keep the connection alive; abort it where the
-            // fusectl file system is mounted.
+            // Detached by someone else while files were still open: abort
+            // the connection where the fusectl file system is mounted.
             let abort = Path::new("/sys/fs/fuse/connections")
                 .join(device.to_string())
                 .join("abort");
@@ -251,11 +256,14 @@ impl Drop for LazyFs {
             }
         }
         if ended {
-            if let Err(e) = session.join() {
-                eprintln!(
+            match session.join() {
+                Ok(()) => {}
+                // How the session thread learns of an aborted connection.
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ECONNABORTED as i32) => {}
+                Err(e) => eprintln!(
                     "lazyfs: the session of {} ended with {e}",
                     self.mount_point.display()
-                );
+                ),
             }
         } else {
             eprintln!(
@@ -267,6 +275,62 @@ impl Drop for LazyFs {
             std::mem::forget(session);
         }
     }
+}
+
+/// Ends the mount at `mount_point`, even while files on it are open.
+///
+/// `MNT_FORCE` first runs FUSE's `umount_begin`, which aborts the connection:
+/// requests pending or yet to come from descriptors still open fail at once
+/// instead of waiting for an answer. Without it, a process holding such a
+/// descriptor while its own session thread is gone (a test process exiting
+/// with a leaked file, whose exit sends a synchronous `FLUSH`) would hang in
+/// the kernel forever. `MNT_DETACH` then unmounts even though files are open.
+fn force_unmount(mount_point: &Path) {
+    if let Err(e) = nix::mount::umount2(mount_point, MntFlags::MNT_FORCE | MntFlags::MNT_DETACH) {
+        eprintln!("lazyfs: unmounting {}: {e}", mount_point.display());
+    }
+}
+
+/// `st_dev` as mountinfo writes it.
+fn device_id(device: u64) -> String {
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(device),
+        nix::sys::stat::minor(device)
+    )
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug)]
+struct MountEntry {
+    /// `major:minor`.
+    device: String,
+    at: OsString,
+    fstype: String,
+    source: String,
+}
+
+fn mounts() -> Vec<MountEntry> {
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // "id parent major:minor root mount-point options... - fstype source superoptions"
+            let (head, tail) = line.split_once(" - ")?;
+            let mut head = head.split(' ');
+            let device = head.nth(2)?.to_owned();
+            let at = unescape_mountinfo(head.nth(1)?);
+            let mut tail = tail.split(' ');
+            Some(MountEntry {
+                device,
+                at,
+                fstype: tail.next()?.to_owned(),
+                source: tail.next()?.to_owned(),
+            })
+        })
+        .collect()
 }
 
 fn wait_for(session: &BackgroundSession, limit: Duration) -> bool {
@@ -334,32 +398,16 @@ fn resolve_mount_point(mount_point: &Path) -> Result<PathBuf, LazyFsError> {
     }
 }
 
-/// Detaches LazyFS mounts at `mount_point` left by a crashed earlier run (a
-/// dead FUSE mount answers everything with `ENOTCONN`).
+/// Ends LazyFS mounts at `mount_point` left by a crashed earlier run (a dead
+/// FUSE mount answers everything with `ENOTCONN`) or leaked by a test.
 fn detach_stale_mounts(mount_point: &Path) {
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    for line in mountinfo.lines() {
-        // "id parent major:minor root mount-point options... - fstype source superoptions"
-        let mut halves = line.splitn(2, " - ");
-        let (Some(head), Some(tail)) = (halves.next(), halves.next()) else {
-            continue;
-        };
-        let at = head.split(' ').nth(4).map(unescape_mountinfo);
-        let mut tail = tail.split(' ');
-        let (fstype, source) = (tail.next(), tail.next());
-        if at.as_deref() == Some(mount_point.as_os_str())
-            && fstype.is_some_and(|t| t.starts_with("fuse"))
-            && source == Some(FS_NAME)
+    for stale in mounts() {
+        if stale.at == mount_point.as_os_str()
+            && stale.fstype.starts_with("fuse")
+            && stale.source == FS_NAME
         {
-            eprintln!(
-                "lazyfs: detaching a stale mount at {}",
-                mount_point.display()
-            );
-            if let Err(e) = nix::mount::umount2(mount_point, MntFlags::MNT_DETACH) {
-                eprintln!("lazyfs: detaching {}: {e}", mount_point.display());
-            }
+            eprintln!("lazyfs: ending a stale mount at {}", mount_point.display());
+            force_unmount(mount_point);
         }
     }
 }
