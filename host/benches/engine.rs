@@ -5,6 +5,13 @@
 //!
 //! usage: cargo bench -p stead-host --bench engine -- [--commands N] [--entities N] [--work-dir DIR] [--component FILE]
 
+/// The `account` guest's logic, the very file its component is built from,
+/// compiled natively (depending on the guest crate would share its
+/// hash-less cdylib output file with the guests workspace).
+#[path = "../../guests/account/src/entity.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod account;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

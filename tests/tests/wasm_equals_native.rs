@@ -2,7 +2,7 @@
 //! component or natively.
 //!
 //! Two nodes: one with the built `account.wasm` deployed, one with the same
-//! `account` crate linked into the test and deployed as a `NativeEntity`
+//! `account` source compiled into the test and deployed as a `NativeEntity`
 //! (as `host/benches/engine.rs` does). Random sequences of commands — valid
 //! ones, ones the account must reject (overdrafts, deposits before open,
 //! anything after close, closing a non-empty account, overflowing deposits),
@@ -16,6 +16,13 @@
 //! The two nodes are shared by every case (opening them and compiling the
 //! component once); each case uses entity ids of its own, so cases stay
 //! independent, and both clocks are fixed so events are byte-identical.
+
+/// The `account` guest's logic, the very file its component is built from,
+/// compiled natively (depending on the guest crate would share its
+/// hash-less cdylib output file with the guests workspace).
+#[path = "../../guests/account/src/entity.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod account;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
