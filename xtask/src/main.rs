@@ -5,6 +5,7 @@
 //! - `test`: every test of both workspaces, guest build and validation included
 //! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings`, both workspaces
 //! - `chaos`: the long crash loop (SIGKILL and power-loss rounds)
+//! - `fuzz`: coverage-guided fuzzing of the host with cargo-fuzz (not part of `test`)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use stead_host::component::build::{BuildRequest, BuiltComponent, build};
 
 mod bench;
 mod demo;
+mod fuzz;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -27,7 +29,10 @@ commands:
   lint           cargo fmt --check and cargo clippy -D warnings, both workspaces
   chaos [--rounds N] [--fault sigkill|power-loss|both] [--seed S] [--entities N]
                  the long crash loop: N rounds of each fault against real node
-                 processes (power loss needs root and /dev/fuse); report in target/chaos/";
+                 processes (power loss needs root and /dev/fuse); report in target/chaos/
+  fuzz [--seconds N] [--target NAME] [--sanitizer address|none]
+                 cargo-fuzz (libFuzzer) on each fuzz/ target for N s (default 60),
+                 installing cargo-fuzz if missing; report in target/fuzz/";
 
 fn main() {
     if let Err(e) = run() {
@@ -57,6 +62,7 @@ fn run() -> Result<()> {
         }
         "test" => test(),
         "chaos" => chaos(&args[1..]),
+        "fuzz" => fuzz::run(&root(), &args[1..]),
         "lint" => lint(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -14,14 +14,17 @@
 //!
 //! Errors: `{"error":{"code","message"}}` with the statuses of
 //! [`super::errors`]; `Retry-After: 1` on 503; `unauthenticated` 401 with
-//! `WWW-Authenticate: Bearer` for admin routes.
+//! `WWW-Authenticate: Bearer` for admin routes. An entity type or id that is
+//! not UTF-8 once percent-decoded is `invalid_id` (400), an unknown route
+//! `not_found` (404) and a method a route does not take `method_not_allowed`
+//! (405, with `Allow`), all in the same format.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +58,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -76,17 +80,32 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The JSON error for a `{entity_type}/{entity_id}` axum cannot extract (a
+/// segment that is not UTF-8 once percent-decoded), instead of axum's
+/// plain-text rejection.
+fn path_error(rejection: &PathRejection) -> Response {
+    ApiError(NodeError::InvalidId(format!(
+        "the entity type and id must be UTF-8 once percent-decoded ({})",
+        rejection.body_text()
+    )))
+    .into_response()
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn send(
     State(state): State<Arc<ApiState>>,
-    Path((entity_type, entity_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let (entity_type, entity_id) = match path {
+        Ok(Path(path)) => path,
+        Err(rejection) => return path_error(&rejection),
+    };
     // Too large or unreadable bodies get the JSON error format too.
     let body = match body {
         Ok(body) => body,
@@ -136,8 +155,12 @@ async fn send(
 
 async fn view(
     State(state): State<Arc<ApiState>>,
-    Path((entity_type, entity_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
+    let (entity_type, entity_id) = match path {
+        Ok(Path(path)) => path,
+        Err(rejection) => return path_error(&rejection),
+    };
     match state.node.view(&entity_type, &entity_id).await {
         Ok(view) => json_response(StatusCode::OK, view),
         Err(e) => ApiError(e).into_response(),
@@ -152,9 +175,13 @@ struct EventsQuery {
 
 async fn events(
     State(state): State<Arc<ApiState>>,
-    Path((entity_type, entity_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     Query(query): Query<EventsQuery>,
 ) -> Response {
+    let (entity_type, entity_id) = match path {
+        Ok(Path(path)) => path,
+        Err(rejection) => return path_error(&rejection),
+    };
     let from = query.from.unwrap_or(1);
     let limit = query
         .limit
@@ -290,7 +317,136 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+/// A route that exists without this method (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let body = json!({"error": {
+        "code": "method_not_allowed",
+        "message": format!("this route does not take {method}"),
+    }});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
 async fn not_found() -> Response {
     let body = json!({"error": {"code": "not_found", "message": "no such route"}});
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::IntoFuture;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+
+    use super::*;
+    use crate::node::Node;
+
+    /// One HTTP/1.1 request over a real socket: the status, the head (status
+    /// line and headers) and the body.
+    fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(addr).expect("connecting");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("writing the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("reading the response");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    /// A node without components, its router served on a loopback port (bind
+    /// the runtime last: it holds the node and must go before the directory).
+    fn serve_router() -> (SocketAddr, tempfile::TempDir, tokio::runtime::Runtime) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = crate::NodeConfig::new(dir.path());
+        config.shard_count = 1;
+        config.shards.workers = 1;
+        let node = Arc::new(Node::open(config).expect("opening the node"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding");
+        let addr = listener.local_addr().expect("the address");
+        rt.spawn(axum::serve(listener, router(ApiState::new(node))).into_future());
+        (addr, dir, rt)
+    }
+
+    /// Found by the `command_decode` fuzz target (`fuzz/`): the input
+    /// `[27, 4, 99, 97, 100, 100, 34, 255, 255, 255, 255, 255, 58, 123, 125, 125]`
+    /// sends `POST /v1/entities/cadd/%FF%FF%FF%FF%FF%3A%7B%7D%7D`, whose id is
+    /// not UTF-8 once percent-decoded; axum's path extractor refused it with a
+    /// plain-text 400 (`Invalid URL: Invalid UTF-8 in `entity_id``) instead of
+    /// the documented `{"error":{"code","message"}}`.
+    #[test]
+    fn a_path_that_is_not_utf8_gets_the_documented_json_error() {
+        let (addr, _dir, _rt) = serve_router();
+        for (method, path) in [
+            ("POST", "/v1/entities/cadd/%FF%FF%FF%FF%FF%3A%7B%7D%7D"),
+            ("POST", "/v1/entities/%C3%28/acc-1"),
+            ("GET", "/v1/entities/account/%FF"),
+            ("GET", "/v1/entities/account/%FE/events"),
+        ] {
+            let (status, _, body) = request(addr, method, path, "{}");
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+            assert_eq!(
+                body["error"]["code"], "invalid_id",
+                "{method} {path}: {body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("UTF-8")),
+                "{method} {path}: {body}"
+            );
+        }
+    }
+
+    /// Found with the `command_decode` fuzz target (`fuzz/`) in its raw-URL
+    /// mode: the input `b"\x98\x00\x08x/events\x00{}"` sends
+    /// `POST /v1/entities/account/x/events`, a route that only takes GET;
+    /// axum answered 405 with an empty body instead of the documented
+    /// `{"error":{"code","message"}}`.
+    #[test]
+    fn a_method_a_route_does_not_take_gets_the_documented_json_error() {
+        let (addr, _dir, _rt) = serve_router();
+        for (method, path, allow) in [
+            ("POST", "/v1/entities/account/x/events", "get,head"),
+            ("DELETE", "/v1/entities/account/x", "get,head,post"),
+            ("GET", "/v1/components", "post"),
+        ] {
+            let (status, head, body) = request(addr, method, path, "{}");
+            assert_eq!(status, 405, "{method} {path}: {body}");
+            let mut allowed: Vec<_> = head
+                .lines()
+                .filter_map(|l| l.strip_prefix("allow:"))
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .collect();
+            allowed.sort_unstable();
+            assert_eq!(allowed.join(","), allow, "{method} {path}: {head}");
+            let body: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+            assert_eq!(
+                body["error"]["code"], "method_not_allowed",
+                "{method} {path}: {body}"
+            );
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+    }
 }

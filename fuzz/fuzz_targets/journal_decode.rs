@@ -1,0 +1,143 @@
+//! Fuzz target `journal_decode`: bytes as a journal key, an event record, a
+//! snapshot record and an entity index entry (`host/src/journal/keys.rs`,
+//! `record.rs`).
+//!
+//! Properties:
+//! - no decoder panics, whatever the bytes;
+//! - no decoder allocates much more than the input holds (a length field
+//!   claiming 4 GiB must be refused before allocating): every allocation
+//!   made while decoding is checked by a counting global allocator;
+//! - whatever decodes is canonical: encoding it gives back exactly the input
+//!   bytes, and decoding those gives the same value again.
+
+#![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use libfuzzer_sys::fuzz_target;
+use stead_host::journal::keys::{self, DecodedKey};
+use stead_host::journal::record::{self, EventRecord, SnapshotRecord};
+
+/// Slack on top of the input's length a decoder may allocate at once (error
+/// messages, small fixed buffers).
+const SLACK_BYTES: usize = 4096;
+
+/// Counts the allocations made while `ARMED`: the largest single one and the
+/// total. Only the fuzzing thread allocates while armed.
+struct Counting;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+fn note(size: usize) {
+    if ARMED.load(Ordering::Relaxed) {
+        LARGEST.fetch_max(size, Ordering::Relaxed);
+        TOTAL.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+// A global allocator is unsafe by nature; this one only forwards to `System`.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: forwarded unchanged; the caller upholds `alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: as above; `ptr` was allocated by `System` through us.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `decode` with allocation counting; panics if it allocated more than
+/// the input can justify.
+fn bounded<T>(what: &str, input: &[u8], decode: impl FnOnce() -> T) -> T {
+    LARGEST.store(0, Ordering::Relaxed);
+    TOTAL.store(0, Ordering::Relaxed);
+    ARMED.store(true, Ordering::Relaxed);
+    let out = decode();
+    ARMED.store(false, Ordering::Relaxed);
+    let (largest, total) = (
+        LARGEST.load(Ordering::Relaxed),
+        TOTAL.load(Ordering::Relaxed),
+    );
+    assert!(
+        largest <= input.len() + SLACK_BYTES && total <= 4 * input.len() + 4 * SLACK_BYTES,
+        "{what}: decoding {} bytes allocated {largest} bytes at once, {total} in all",
+        input.len()
+    );
+    out
+}
+
+fn check_key(data: &[u8]) {
+    let Ok(decoded) = bounded("key", data, || keys::decode(data)) else {
+        return;
+    };
+    let encoded = match &decoded {
+        DecodedKey::Entity(key) => keys::entity_key(key),
+        DecodedKey::Event(key, seq_nr) => keys::event_key(key, *seq_nr),
+        DecodedKey::Snapshot(key) => keys::snapshot_key(key),
+    };
+    assert_eq!(encoded, data, "key {decoded:?} re-encodes differently");
+    assert_eq!(keys::decode(&encoded), Ok(decoded));
+}
+
+fn check_event(data: &[u8]) {
+    let Ok(event) = bounded("event record", data, || EventRecord::decode(data)) else {
+        return;
+    };
+    let encoded = event.encode();
+    assert_eq!(encoded, data, "event {event:?} re-encodes differently");
+    assert_eq!(EventRecord::decode(&encoded), Ok(event));
+}
+
+fn check_snapshot(data: &[u8]) {
+    let Ok(snapshot) = bounded("snapshot record", data, || SnapshotRecord::decode(data)) else {
+        return;
+    };
+    let encoded = snapshot.encode();
+    assert_eq!(
+        encoded, data,
+        "snapshot {snapshot:?} re-encodes differently"
+    );
+    assert_eq!(SnapshotRecord::decode(&encoded), Ok(snapshot));
+}
+
+fn check_entity(data: &[u8]) {
+    let Ok(seq_nr) = bounded("entity entry", data, || record::decode_entity(data)) else {
+        return;
+    };
+    let encoded = record::encode_entity(seq_nr);
+    assert_eq!(
+        encoded.as_slice(),
+        data,
+        "entity entry re-encodes differently"
+    );
+    assert_eq!(record::decode_entity(&encoded), Ok(seq_nr));
+}
+
+fuzz_target!(|data: &[u8]| {
+    check_key(data);
+    check_event(data);
+    check_snapshot(data);
+    check_entity(data);
+});
