@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -176,11 +176,21 @@ struct EventsQuery {
 async fn events(
     State(state): State<Arc<ApiState>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
     let (entity_type, entity_id) = match path {
         Ok(Path(path)) => path,
         Err(rejection) => return path_error(&rejection),
+    };
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            return ApiError(NodeError::InvalidCommand(format!(
+                "`from` and `limit` must be non-negative integers ({})",
+                rejection.body_text()
+            )))
+            .into_response();
+        }
     };
     let from = query.from.unwrap_or(1);
     let limit = query
@@ -414,6 +424,21 @@ mod tests {
                     .is_some_and(|m| m.contains("UTF-8")),
                 "{method} {path}: {body}"
             );
+        }
+    }
+
+    #[test]
+    fn a_malformed_events_query_gets_the_documented_json_error() {
+        let (addr, _dir, _rt) = serve_router();
+        for path in [
+            "/v1/entities/account/a/events?from=abc",
+            "/v1/entities/account/a/events?limit=-1",
+        ] {
+            let (status, _, body) = request(addr, "GET", path, "");
+            assert_eq!(status, 400, "{path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+            assert_eq!(body["error"]["code"], "invalid_command", "{path}: {body}");
         }
     }
 
