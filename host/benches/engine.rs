@@ -11,62 +11,16 @@
 #[path = "../../guests/account/src/entity.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod account;
+#[path = "support/native.rs"]
+mod native;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use native::Native;
 use stead_host::bench::inprocess::drive;
 use stead_host::bench::{Figure, progress};
-use stead_host::runtime::{CommandOutcome, EntityInfo, NativeEntity, Rejection};
 use stead_host::{Node, NodeConfig};
-use stead_sdk::__private::abi::{self, RawError};
-use stead_sdk::Context;
-
-/// The `account` guest's own code, linked natively.
-struct NativeAccount;
-
-impl NativeEntity for NativeAccount {
-    fn describe(&self) -> EntityInfo {
-        let info = abi::describe::<account::Account>();
-        EntityInfo {
-            name: info.name.to_owned(),
-            version: info.version.to_owned(),
-            snapshot_every: info.snapshot_every,
-        }
-    }
-
-    fn initial_state(&self, entity_id: &str) -> Vec<u8> {
-        abi::initial_state::<account::Account>(entity_id)
-    }
-
-    fn handle_command(
-        &self,
-        ctx: (&str, &str, u64, u64, &str),
-        state: &[u8],
-        command: &[u8],
-    ) -> Result<CommandOutcome, Rejection> {
-        let (ty, id, seq, now, cmd_id) = ctx;
-        let ctx = Context::new(ty, id, seq, now, cmd_id);
-        match abi::handle_command::<account::Account>(&ctx, state, command) {
-            Ok(e) => Ok(CommandOutcome {
-                events: e.events,
-                state: Some(e.state),
-                reply: e.reply,
-            }),
-            Err(RawError::Rejected(m)) => Err(Rejection::Rejected(m)),
-            Err(RawError::InvalidCommand(m)) => Err(Rejection::InvalidCommand(m)),
-            Err(RawError::InvalidState(m)) => Err(Rejection::InvalidState(m)),
-        }
-    }
-
-    fn apply_event(&self, state: &[u8], event: &[u8]) -> Result<Vec<u8>, String> {
-        abi::apply_event::<account::Account>(state, event)
-    }
-
-    fn view(&self, state: &[u8]) -> Result<Vec<u8>, String> {
-        abi::view::<account::Account>(state)
-    }
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -94,7 +48,8 @@ fn main() -> anyhow::Result<()> {
         workers = config.shards.workers;
         let node = Node::open(config)?;
         let ty = if native {
-            node.deploy_native(Arc::new(NativeAccount))?.name
+            node.deploy_native(Arc::new(Native::<account::Account>::new()))?
+                .name
         } else {
             node.deploy(&bytes)?.name
         };

@@ -23,69 +23,23 @@
 #[path = "../../guests/account/src/entity.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod account;
+#[path = "../../host/benches/support/native.rs"]
+mod native;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use account::AccountError;
+use native::Native;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use stead_host::runtime::{CommandOutcome, EntityInfo, NativeEntity, Rejection};
 use stead_host::{CommandReply, Node, NodeError};
-use stead_sdk::__private::abi::{self, RawError};
-use stead_sdk::Context;
 use stead_tests::{guest, json, temp_node};
 
 const CLOCK_MS: u64 = 1_700_000_000_000;
 /// Entities per case.
 const ENTITIES: usize = 3;
-
-/// The `account` guest's own code, linked natively.
-struct NativeAccount;
-
-impl NativeEntity for NativeAccount {
-    fn describe(&self) -> EntityInfo {
-        let info = abi::describe::<account::Account>();
-        EntityInfo {
-            name: info.name.to_owned(),
-            version: info.version.to_owned(),
-            snapshot_every: info.snapshot_every,
-        }
-    }
-
-    fn initial_state(&self, entity_id: &str) -> Vec<u8> {
-        abi::initial_state::<account::Account>(entity_id)
-    }
-
-    fn handle_command(
-        &self,
-        ctx: (&str, &str, u64, u64, &str),
-        state: &[u8],
-        command: &[u8],
-    ) -> Result<CommandOutcome, Rejection> {
-        let (ty, id, seq, now, cmd_id) = ctx;
-        let ctx = Context::new(ty, id, seq, now, cmd_id);
-        match abi::handle_command::<account::Account>(&ctx, state, command) {
-            Ok(e) => Ok(CommandOutcome {
-                events: e.events,
-                state: Some(e.state),
-                reply: e.reply,
-            }),
-            Err(RawError::Rejected(m)) => Err(Rejection::Rejected(m)),
-            Err(RawError::InvalidCommand(m)) => Err(Rejection::InvalidCommand(m)),
-            Err(RawError::InvalidState(m)) => Err(Rejection::InvalidState(m)),
-        }
-    }
-
-    fn apply_event(&self, state: &[u8], event: &[u8]) -> Result<Vec<u8>, String> {
-        abi::apply_event::<account::Account>(state, event)
-    }
-
-    fn view(&self, state: &[u8]) -> Result<Vec<u8>, String> {
-        abi::view::<account::Account>(state)
-    }
-}
 
 /// The wasm node and the native node, shared by every case.
 struct Nodes {
@@ -101,7 +55,7 @@ fn nodes() -> &'static Nodes {
         let info = wasm.deploy(&guest("account")).expect("deploy account.wasm");
         let (native_dir, native) = temp_node(|_| {});
         let native_info = native
-            .deploy_native(Arc::new(NativeAccount))
+            .deploy_native(Arc::new(Native::<account::Account>::new()))
             .expect("deploy the native account");
         assert_eq!(
             (&info.name, &info.version, info.snapshot_every),
