@@ -4,9 +4,18 @@
 //! key     = shard:u32be section:u8 type:str id:str [seq:u64be]
 //! str     = len:u16be bytes
 //! section = 0x00 entity (index entry, written when the entity is created)
-//!         | 0x01 event  (key has seq; value: EventRecord)
+//!         | 0x01 events (key has seq: the last event's of the page under it,
+//!                        or TAIL for the entity's open page; value: a page
+//!                        of EventRecords, or one EventRecord in journals
+//!                        written before pages)
 //!         | 0x02 snapshot (value: SnapshotRecord)
 //! ```
+//!
+//! An entity's newest events are in its **tail** page (seq = [`TAIL`]); an
+//! append rewrites the tail, and when the tail is full it is sealed under the
+//! sequence number of its last event. Keying sealed pages by their *last*
+//! sequence number lets a forward range read from `event_key(from)` start at
+//! the page holding `from`.
 //!
 //! Invariants: all keys of one shard form one contiguous range (the shard is
 //! the prefix), so a shard can be scanned or handed over as a unit; the
@@ -20,6 +29,9 @@ use super::{EntityKey, ShardId};
 pub const SECTION_ENTITY: u8 = 0x00;
 pub const SECTION_EVENT: u8 = 0x01;
 pub const SECTION_SNAPSHOT: u8 = 0x02;
+
+/// The sequence number in the key of an entity's tail page.
+pub const TAIL: u64 = u64::MAX;
 
 /// Longest entity type or id the key format holds.
 pub const MAX_KEY_STR: usize = u16::MAX as usize;
@@ -66,7 +78,8 @@ pub fn snapshot_key(key: &EntityKey) -> Vec<u8> {
     entity_prefix(key, SECTION_SNAPSHOT)
 }
 
-/// The key of one event.
+/// The key of the event page whose last event is `seq_nr` ([`TAIL`]: the
+/// entity's open page).
 pub fn event_key(key: &EntityKey, seq_nr: u64) -> Vec<u8> {
     let mut out = entity_prefix(key, SECTION_EVENT);
     out.extend_from_slice(&seq_nr.to_be_bytes());

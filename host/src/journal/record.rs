@@ -5,14 +5,23 @@
 //!            flags bit 0: this is the last event of its command and carries the reply
 //! snapshot = 0x01 seq_nr:u64be version:str16 state:bytes32 dedup_count:u32be (command_id_hash:u64be seq_nr:u64be)*
 //! entity   = 0x01 reserved:u64be (0; the last seq-nr is the entity's last event key)
+//! page     = 0x02 first_seq:u64be count:u32be (len:u32be event)*count
 //! str16    = len:u16be utf8 ; bytes32 = len:u32be bytes
 //! ```
+//!
+//! A **page** holds consecutive events of one entity under one key, so an
+//! append writes one value instead of one per event (see `super::keys`).
+//! Journals written before pages hold one `event` per key; a reader takes
+//! such a value as a page of one event ([`split_stored`]).
 //!
 //! Invariant: a decoder refuses unknown versions, unknown flags, truncation
 //! and trailing bytes; it never panics on any input.
 
 /// The record format version written by this build.
 pub const FORMAT_V1: u8 = 1;
+/// The first byte of an event page.
+pub const PAGE_V1: u8 = 2;
+const PAGE_HEADER: usize = 13;
 const FLAG_LAST: u8 = 0b1;
 
 /// One persisted event and what deduplication needs from it.
@@ -50,19 +59,28 @@ pub struct SnapshotRecord {
 pub struct RecordError(pub String);
 
 impl EventRecord {
-    pub fn encode(&self) -> Vec<u8> {
+    /// Bytes [`Self::encode`] produces.
+    pub fn encoded_len(&self) -> usize {
         let reply_len = self.reply.as_ref().map_or(0, |r| 4 + r.len());
-        let mut out =
-            Vec::with_capacity(12 + self.command_id.len() + 4 + self.payload.len() + reply_len);
+        12 + self.command_id.len() + 4 + self.payload.len() + reply_len
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(FORMAT_V1);
         out.push(if self.reply.is_some() { FLAG_LAST } else { 0 });
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
-        put_str16(&mut out, &self.command_id);
-        put_bytes32(&mut out, &self.payload);
+        put_str16(out, &self.command_id);
+        put_bytes32(out, &self.payload);
         if let Some(reply) = &self.reply {
-            put_bytes32(&mut out, reply);
+            put_bytes32(out, reply);
         }
-        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
@@ -133,6 +151,114 @@ impl SnapshotRecord {
             state,
             dedup,
         })
+    }
+}
+
+/// An event page being built: events appended in place, header kept current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageBuf {
+    bytes: Vec<u8>,
+}
+
+impl PageBuf {
+    /// An empty page whose first event will have `first_seq`.
+    pub fn new(first_seq: u64) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(PAGE_V1);
+        bytes.extend_from_slice(&first_seq.to_be_bytes());
+        bytes.extend_from_slice(&0u32.to_be_bytes());
+        Self { bytes }
+    }
+
+    /// A stored page to append to. Checks the header only: its events are
+    /// checked when read ([`split_stored`]).
+    pub fn from_stored(stored: &[u8], spare: usize) -> Result<Self, RecordError> {
+        if stored.first() != Some(&PAGE_V1) || stored.len() < PAGE_HEADER {
+            return Err(RecordError("not an event page".into()));
+        }
+        let mut bytes = Vec::with_capacity(stored.len() + spare);
+        bytes.extend_from_slice(stored);
+        let page = Self { bytes };
+        if page.count() == 0 {
+            return Err(RecordError("an empty event page".into()));
+        }
+        page.first_seq()
+            .checked_add(u64::from(page.count()) - 1)
+            .ok_or_else(|| RecordError("page sequence numbers overflow".into()))?;
+        Ok(page)
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.bytes[1..9]);
+        u64::from_be_bytes(b)
+    }
+
+    pub fn count(&self) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.bytes[9..13]);
+        u32::from_be_bytes(b)
+    }
+
+    /// The sequence number of the last event (`first_seq - 1` when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq()
+            .saturating_add(u64::from(self.count()))
+            .saturating_sub(1)
+    }
+
+    /// Encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    pub fn push(&mut self, event: &EventRecord) {
+        let len = u32::try_from(event.encoded_len())
+            .expect("events are bounded far below 4 GiB by limits");
+        self.bytes.reserve(4 + len as usize);
+        self.bytes.extend_from_slice(&len.to_be_bytes());
+        event.encode_into(&mut self.bytes);
+        let count = self.count() + 1;
+        self.bytes[9..13].copy_from_slice(&count.to_be_bytes());
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The encoded events stored under one event key, with the first one's
+/// sequence number: a page, or a single event record written before pages
+/// (which has the sequence number `key_seq`, the key's).
+pub fn split_stored(bytes: &[u8], key_seq: u64) -> Result<(u64, Vec<&[u8]>), RecordError> {
+    match bytes.first() {
+        Some(&FORMAT_V1) => Ok((key_seq, vec![bytes])),
+        Some(&PAGE_V1) => {
+            let mut r = Reader::new(bytes);
+            r.u8()?;
+            let first_seq = r.u64()?;
+            let count = r.u32()? as usize;
+            // Each entry takes at least 4 bytes: refuse counts the input
+            // cannot hold before allocating for them.
+            if count == 0 || count > r.remaining() / 4 {
+                return Err(RecordError(format!(
+                    "page count {count} does not fit the page"
+                )));
+            }
+            let mut events = Vec::with_capacity(count);
+            for _ in 0..count {
+                let len = r.u32()? as usize;
+                events.push(r.take(len)?);
+            }
+            r.end()?;
+            Ok((first_seq, events))
+        }
+        Some(v) => Err(RecordError(format!("unknown record format version {v}"))),
+        None => Err(RecordError("an empty record".into())),
     }
 }
 
@@ -322,6 +448,62 @@ mod tests {
                 .0
                 .contains("trailing")
         );
+    }
+
+    #[test]
+    fn a_page_holds_its_events_in_order_and_appends_in_place() {
+        let mut page = PageBuf::new(41);
+        assert!(page.is_empty());
+        page.push(&event(None));
+        page.push(&event(Some(b"{}")));
+        assert_eq!(
+            (page.first_seq(), page.count(), page.last_seq()),
+            (41, 2, 42)
+        );
+        let mut reopened = PageBuf::from_stored(page.as_bytes(), 0).expect("page");
+        reopened.push(&event(None));
+        let (first, raw) = split_stored(reopened.as_bytes(), u64::MAX).expect("split");
+        assert_eq!(first, 41);
+        let decoded: Vec<EventRecord> = raw
+            .iter()
+            .map(|r| EventRecord::decode(r).expect("event"))
+            .collect();
+        assert_eq!(decoded, vec![event(None), event(Some(b"{}")), event(None)]);
+    }
+
+    #[test]
+    fn a_single_event_record_reads_as_a_page_of_one_at_its_key() {
+        let bytes = event(None).encode();
+        assert_eq!(split_stored(&bytes, 7), Ok((7, vec![&bytes[..]])));
+    }
+
+    #[test]
+    fn malformed_pages_are_refused_without_panicking() {
+        let mut page = PageBuf::new(1);
+        page.push(&event(Some(b"r")));
+        page.push(&event(None));
+        let bytes = page.as_bytes().to_vec();
+        for n in 0..bytes.len() {
+            assert!(split_stored(&bytes[..n], 1).is_err(), "prefix of {n} bytes");
+        }
+        let mut huge = bytes.clone();
+        huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(
+            split_stored(&huge, 1)
+                .unwrap_err()
+                .0
+                .contains("does not fit")
+        );
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(split_stored(&trailing, 1).is_err());
+        assert!(split_stored(&[9], 1).unwrap_err().0.contains("version 9"));
+        assert!(PageBuf::from_stored(PageBuf::new(5).as_bytes(), 0).is_err());
+        assert!(PageBuf::from_stored(&event(None).encode(), 0).is_err());
+        let mut overflow = PageBuf::new(u64::MAX);
+        overflow.push(&event(None));
+        overflow.push(&event(None));
+        assert!(PageBuf::from_stored(overflow.as_bytes(), 0).is_err());
     }
 
     #[test]

@@ -16,7 +16,6 @@ pub(crate) mod entity;
 pub mod router;
 pub(crate) mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -106,7 +105,7 @@ impl Shards {
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_depth.max(1));
-            let owned: HashMap<ShardId, FenceToken> = fences
+            let owned: foldhash::HashMap<ShardId, FenceToken> = fences
                 .iter()
                 .filter(|f| router::worker_of(f.shard, workers) == index)
                 .map(|f| (f.shard, *f))
@@ -117,8 +116,8 @@ impl Shards {
                 options: options.clone(),
                 limits: limits.clone(),
                 fences: owned,
-                entities: HashMap::new(),
-                instances: HashMap::new(),
+                entities: foldhash::HashMap::default(),
+                instances: foldhash::HashMap::default(),
                 deferred: Vec::new(),
                 started: Instant::now(),
                 activations: 0,

@@ -19,7 +19,9 @@
 //! - No task, instance or lock per entity: an active entity is its state,
 //!   sequence numbers, dedup window and last-use time.
 
-use std::collections::{HashMap, HashSet};
+// foldhash: these maps are hit several times per command and keyed by
+// caller-chosen ids (seeded, so collisions cannot be planned).
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
