@@ -1,6 +1,6 @@
-//! Fuzz target `journal_decode`: bytes as a journal key, an event record, a
-//! snapshot record and an entity index entry (`host/src/journal/keys.rs`,
-//! `record.rs`).
+//! Fuzz target `journal_decode`: bytes as a journal key, an event record, an
+//! event page, a snapshot record and an entity index entry
+//! (`host/src/journal/keys.rs`, `record.rs`).
 //!
 //! Properties:
 //! - no decoder panics, whatever the bytes;
@@ -110,6 +110,32 @@ fn check_event(data: &[u8]) {
     assert_eq!(EventRecord::decode(&encoded), Ok(event));
 }
 
+fn check_page(data: &[u8]) {
+    // As a tail page to append to: the header is checked, nothing panics.
+    if let Ok(page) = record::PageBuf::from_stored(data, 0) {
+        assert!(page.count() > 0 && page.last_seq() >= page.first_seq());
+    }
+    let Ok((first_seq, raw)) = bounded("event page", data, || record::split_stored(data, 1))
+    else {
+        return;
+    };
+    if data.first() != Some(&record::PAGE_V1) {
+        return; // a single event record: check_event covers it
+    }
+    let Ok(events) = raw
+        .iter()
+        .map(|r| EventRecord::decode(r))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    let mut page = record::PageBuf::new(first_seq);
+    for event in &events {
+        page.push(event);
+    }
+    assert_eq!(page.as_bytes(), data, "page re-encodes differently");
+}
+
 fn check_snapshot(data: &[u8]) {
     let Ok(snapshot) = bounded("snapshot record", data, || SnapshotRecord::decode(data)) else {
         return;
@@ -138,6 +164,7 @@ fn check_entity(data: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     check_key(data);
     check_event(data);
+    check_page(data);
     check_snapshot(data);
     check_entity(data);
 });

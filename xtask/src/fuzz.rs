@@ -498,6 +498,15 @@ fn journal_seeds() -> Seeds {
             .encode(),
         ),
         ("event-truncated", truncated),
+        ("page", {
+            let mut page = record::PageBuf::new(41);
+            page.push(&event);
+            page.push(&EventRecord {
+                reply: None,
+                ..event.clone()
+            });
+            page.as_bytes().to_vec()
+        }),
         (
             "snapshot",
             SnapshotRecord {

@@ -22,6 +22,8 @@ pub const FORMAT_V1: u8 = 1;
 /// The first byte of an event page.
 pub const PAGE_V1: u8 = 2;
 const PAGE_HEADER: usize = 13;
+/// The smallest encoded event: version, flags, timestamp, two empty lengths.
+const MIN_EVENT_BYTES: usize = 16;
 const FLAG_LAST: u8 = 0b1;
 
 /// One persisted event and what deduplication needs from it.
@@ -242,9 +244,9 @@ pub fn split_stored(bytes: &[u8], key_seq: u64) -> Result<(u64, Vec<&[u8]>), Rec
             r.u8()?;
             let first_seq = r.u64()?;
             let count = r.u32()? as usize;
-            // Each entry takes at least 4 bytes: refuse counts the input
-            // cannot hold before allocating for them.
-            if count == 0 || count > r.remaining() / 4 {
+            // Each entry takes at least 4 + 16 bytes (length, smallest
+            // event): refuse counts the input cannot hold before allocating.
+            if count == 0 || count > r.remaining() / (4 + MIN_EVENT_BYTES) {
                 return Err(RecordError(format!(
                     "page count {count} does not fit the page"
                 )));

@@ -32,6 +32,11 @@ impl DedupWindow {
     }
 
     pub(crate) fn push(&mut self, command_id: &str, seq_nr: u64, capacity: usize) {
+        if self.entries.capacity() == 0 {
+            // Most entities stay active with few commands: room for one entry
+            // (16 bytes) instead of the default first growth to four.
+            self.entries.reserve_exact(1);
+        }
         self.entries
             .push_back((command_id_hash(command_id), seq_nr));
         self.trim(capacity);

@@ -13,6 +13,7 @@
 //! view after a start or a passivation. A start therefore reads no entity.
 
 pub(crate) mod entity;
+pub(crate) mod memory;
 pub mod router;
 pub(crate) mod worker;
 

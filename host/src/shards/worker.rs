@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use tracing::Span;
 
 use super::entity::{ActivationError, ActiveEntity, activate};
+use super::memory;
 use super::{CommandError, CommandReply, WorkerStats};
 use crate::config::{Limits, ShardOptions};
 use crate::journal::{
@@ -192,6 +193,9 @@ impl Worker {
             } else if self.entities.capacity() > 4 * self.entities.len() {
                 self.entities.shrink_to_fit();
             }
+            if passivated >= memory::RELEASE_AFTER_PASSIVATIONS {
+                memory::release_free_memory();
+            }
         }
     }
 
@@ -247,6 +251,9 @@ impl Worker {
                     let n = self.entities.len();
                     self.passivations += n as u64;
                     self.entities = HashMap::new();
+                    if n >= memory::RELEASE_AFTER_PASSIVATIONS {
+                        memory::release_free_memory();
+                    }
                     let _ = tx.send(n);
                 }
                 Request::Stats(tx) => {
