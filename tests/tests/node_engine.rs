@@ -493,3 +493,74 @@ fn a_native_deployment_runs_in_the_same_path_but_is_never_persisted() {
         Err(NodeError::UnknownType("native-counter".into()))
     );
 }
+
+#[test]
+fn pipelined_batches_keep_each_entitys_order_and_views_never_run_ahead_of_the_journal() {
+    // One worker: its batches alternate with the appends in flight, and the
+    // commands of the entity in flight must wait for the next batch.
+    let (_dir, node) = temp_node(|c| c.shards.workers = 1);
+    node.deploy(&guest("account")).expect("deploy");
+    send(&node, "account", "a", r#"{"open":{"owner":"ada"}}"#).expect("open");
+    for i in 0..50 {
+        send(
+            &node,
+            "account",
+            &format!("b{i}"),
+            r#"{"open":{"owner":"bob"}}"#,
+        )
+        .expect("open");
+    }
+    let node = std::sync::Arc::new(node);
+    let viewer = {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..200 {
+                let balance = view(&node, "account", "a")["balance"]
+                    .as_u64()
+                    .expect("balance");
+                // Whatever a view shows is in the journal already.
+                let stored = node
+                    .events("account", "a", 1, 10_000)
+                    .expect("events")
+                    .len();
+                assert!(
+                    stored as u64 > balance,
+                    "a view showed balance {balance} with {stored} events stored"
+                );
+                seen.push(balance);
+            }
+            seen
+        })
+    };
+    let mut pending = Vec::new();
+    for i in 0..2_000u64 {
+        let deposit = node
+            .submit(
+                "account",
+                "a",
+                br#"{"deposit":{"amount":1}}"#.to_vec(),
+                None,
+            )
+            .expect("submit");
+        pending.push((i, deposit));
+        node.submit(
+            "account",
+            &format!("b{}", i % 50),
+            br#"{"deposit":{"amount":1}}"#.to_vec(),
+            None,
+        )
+        .expect("submit");
+    }
+    for (i, p) in pending {
+        let reply = p.wait_blocking().expect("deposit");
+        assert_eq!(reply.seq_nr, i + 2, "deposit {i} out of order");
+        assert_eq!(json(&reply.reply), json!({"balance": i + 1}));
+    }
+    let seen = viewer.join().expect("viewer");
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "views went back: {seen:?}"
+    );
+    assert_eq!(view(&node, "account", "a")["balance"], json!(2_000));
+}
