@@ -495,9 +495,9 @@ fn a_native_deployment_runs_in_the_same_path_but_is_never_persisted() {
 }
 
 #[test]
-fn pipelined_batches_keep_each_entitys_order_and_views_never_run_ahead_of_the_journal() {
-    // One worker: its batches alternate with the appends in flight, and the
-    // commands of the entity in flight must wait for the next batch.
+fn batched_commands_keep_each_entitys_order_and_views_never_run_ahead_of_the_journal() {
+    // One worker: one entity's commands spread over many batches, mixed with
+    // other entities' and with views from another thread.
     let (_dir, node) = temp_node(|c| c.shards.workers = 1);
     node.deploy(&guest("account")).expect("deploy");
     send(&node, "account", "a", r#"{"open":{"owner":"ada"}}"#).expect("open");

@@ -125,8 +125,6 @@ impl Shards {
                 passivations: 0,
                 deferred_total: 0,
                 clock_override: clock_override.clone(),
-                committer: None,
-                in_flight: None,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("stead-shard-worker-{index}"))

@@ -2,24 +2,18 @@
 //! entity in them.
 //!
 //! The loop takes a batch of queued requests, runs each command through the
-//! guest (one pooled instance per entity type), and hands every entity's new
-//! events to its **committer** thread as one journal append (group commit
-//! across workers). While that append is made durable, the worker already
-//! runs the next batch; then it takes the append's outcome, replies to the
-//! first batch's commands and views, and hands over the next append. So the
-//! guest's CPU work overlaps the disk's flush. One append is in flight at a
-//! time; requests for an entity in it wait for the next batch, so a batch
-//! never builds on state that is not durable yet.
+//! guest (one pooled instance per entity type), appends every entity's new
+//! events in one journal call (group commit across workers), then replies.
+//! Views are answered after the batch's appends, so they never show state
+//! that is not durable.
 //!
 //! Invariants:
 //! - **One writer per entity**: only this thread touches its entities, in
 //!   queue order; an entity's commands in one batch chain on each other's
 //!   state and are appended as one run with one expected sequence number.
 //! - **Acknowledged = durable**: a command's reply (even one that persisted
-//!   nothing, which may depend on earlier commands of the batch) and a view
-//!   are sent only after their batch's append returned `Ok` for the entity.
-//! - **Nothing builds on an append in flight**: commands and views of its
-//!   entities are deferred (in order) until its outcome is in.
+//!   nothing, which may depend on earlier commands of the batch) is sent only
+//!   after its entity's append returned `Ok`.
 //! - A failed append drops the entity from memory, so its next command
 //!   recovers it from the journal; its commands in the batch fail.
 //! - No task, instance or lock per entity: an active entity is its state,
@@ -30,7 +24,7 @@
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -98,52 +92,6 @@ pub(crate) struct Worker {
     pub(crate) deferred_total: u64,
     /// When non-zero, the clock commands see (ms since the Unix epoch).
     pub(crate) clock_override: Arc<AtomicU64>,
-    /// Set by `run`: the thread that makes this worker's appends durable.
-    pub(crate) committer: Option<Committer>,
-    /// The append handed to the committer and what waits for its outcome.
-    pub(crate) in_flight: Option<InFlight>,
-}
-
-/// The worker's committer thread: runs `Journal::append` (which blocks until
-/// durable) for one batch at a time.
-pub(crate) struct Committer {
-    jobs: std::sync::mpsc::SyncSender<Vec<EntityAppend>>,
-    outcomes: Receiver<Vec<Result<(), AppendError>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Committer {
-    fn spawn(journal: Arc<dyn Journal>) -> std::io::Result<Self> {
-        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<EntityAppend>>(1);
-        let (outcome_tx, outcomes) = std::sync::mpsc::channel();
-        let name = std::thread::current()
-            .name()
-            .map_or_else(|| "stead-committer".to_owned(), |n| format!("{n}-commit"));
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            for appends in job_rx {
-                if outcome_tx.send(journal.append(appends)).is_err() {
-                    return;
-                }
-            }
-        })?;
-        Ok(Self {
-            jobs,
-            outcomes,
-            thread,
-        })
-    }
-}
-
-/// A batch whose append is in flight: its entities, and the replies and
-/// views that wait for the outcome.
-pub(crate) struct InFlight {
-    /// The appended entities, in the order of the append's results.
-    keys: Vec<EntityKey>,
-    entities: HashSet<EntityKey>,
-    /// Entities that failed before the append (not owned here).
-    failed: HashMap<EntityKey, CommandError>,
-    pending: Vec<Pending>,
-    views: Vec<(ViewRequest, Result<Vec<u8>, CommandError>)>,
 }
 
 /// The activation budget of one batch: past it, requests for entities not
@@ -193,31 +141,17 @@ struct Staged {
 
 impl Worker {
     pub(crate) fn run(mut self, rx: Receiver<Request>) {
-        match Committer::spawn(self.journal.clone()) {
-            Ok(committer) => self.committer = Some(committer),
-            // Appends then run on this thread, one batch after the other.
-            Err(e) => tracing::error!(error = %e, "no committer thread; committing inline"),
-        }
         let sweep_every = (self.options.idle_timeout / 4).max(Duration::from_millis(50));
         let mut last_sweep = Instant::now();
         loop {
             // Deferred requests go first, in their order; wait for new ones
-            // only when there are none and no append is in flight (with one
-            // in flight, an empty queue means: take its outcome now).
+            // only when there are none.
             let mut batch = std::mem::take(&mut self.deferred);
             if batch.is_empty() {
-                if self.in_flight.is_some() {
-                    match rx.try_recv() {
-                        Ok(request) => batch.push(request),
-                        Err(TryRecvError::Empty) => self.finish_in_flight(),
-                        Err(TryRecvError::Disconnected) => break,
-                    }
-                } else {
-                    match rx.recv_timeout(sweep_every) {
-                        Ok(request) => batch.push(request),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                match rx.recv_timeout(sweep_every) {
+                    Ok(request) => batch.push(request),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             if !batch.is_empty() {
@@ -232,13 +166,6 @@ impl Worker {
             if last_sweep.elapsed() >= sweep_every {
                 self.passivate_idle();
                 last_sweep = Instant::now();
-            }
-        }
-        self.finish_in_flight();
-        if let Some(committer) = self.committer.take() {
-            drop(committer.jobs);
-            if committer.thread.join().is_err() {
-                tracing::error!("the committer thread panicked");
             }
         }
     }
@@ -291,9 +218,7 @@ impl Worker {
         for request in batch {
             match request {
                 Request::Command(cmd) => {
-                    if self.blocked_by_in_flight(&cmd.key, &mut budget)
-                        || budget.defer(&cmd.key, &self.entities)
-                    {
+                    if budget.defer(&cmd.key, &self.entities) {
                         self.deferred_total += 1;
                         self.deferred.push(Request::Command(cmd));
                         continue;
@@ -310,9 +235,7 @@ impl Worker {
                     self.handle(cmd, now_ms, &mut pending, &mut staged);
                 }
                 Request::View(view) => {
-                    if self.blocked_by_in_flight(&view.key, &mut budget)
-                        || budget.defer(&view.key, &self.entities)
-                    {
+                    if budget.defer(&view.key, &self.entities) {
                         self.deferred_total += 1;
                         self.deferred.push(Request::View(view));
                     } else {
@@ -325,7 +248,6 @@ impl Worker {
                 }
                 Request::Seed(req) => seeds.push(req),
                 Request::PassivateAll(tx) => {
-                    self.finish_in_flight();
                     let n = self.entities.len();
                     self.passivations += n as u64;
                     self.entities = HashMap::new();
@@ -344,23 +266,7 @@ impl Worker {
                 }
             }
         }
-        // The previous batch's append: its outcome, replies and views first.
-        self.finish_in_flight();
-        let views = views
-            .into_iter()
-            .map(|view| {
-                let span = view.span.clone();
-                let _enter = span.enter();
-                let result = self.view(&view.key);
-                (view, result)
-            })
-            .collect();
-        self.submit(pending, staged, views);
-        if !seeds.is_empty() || !states.is_empty() {
-            // Rare (the test harness): read and write the journal directly,
-            // after this batch's append.
-            self.finish_in_flight();
-        }
+        self.commit(pending, staged);
         for seed in seeds {
             let result = self.seed(&seed.key, seed.events);
             let _ = seed.reply.send(result);
@@ -369,17 +275,11 @@ impl Worker {
             let result = self.state_of(&req.key);
             let _ = req.reply.send(result);
         }
-    }
-
-    /// Whether `key` has events in the append in flight: its request waits
-    /// for the next batch, and so do its later requests in this one.
-    fn blocked_by_in_flight(&mut self, key: &EntityKey, budget: &mut Activations) -> bool {
-        match &self.in_flight {
-            Some(in_flight) if in_flight.entities.contains(key) => {
-                budget.deferred.insert(key.clone());
-                true
-            }
-            _ => false,
+        for view in views {
+            let span = view.span.clone();
+            let _enter = span.enter();
+            let result = self.view(&view.key);
+            let _ = view.reply.send(result);
         }
     }
 
@@ -703,89 +603,37 @@ impl Worker {
         Ok(())
     }
 
-    /// Hands the batch's events to the committer (or, with nothing to
-    /// append, replies at once).
-    fn submit(
-        &mut self,
-        pending: Vec<Pending>,
-        staged: HashMap<EntityKey, Staged>,
-        views: Vec<(ViewRequest, Result<Vec<u8>, CommandError>)>,
-    ) {
+    /// Appends the batch's events, then replies to its commands.
+    fn commit(&mut self, pending: Vec<Pending>, staged: HashMap<EntityKey, Staged>) {
         let mut failed: HashMap<EntityKey, CommandError> = HashMap::new();
-        let mut appends = Vec::with_capacity(staged.len());
-        for (key, s) in staged {
-            let Some(fence) = self.fences.get(&key.shard).copied() else {
-                failed.insert(key.clone(), CommandError::NotOwner(key.shard));
-                continue;
-            };
-            appends.push(EntityAppend {
-                key,
-                expected_seq_nr: s.expected_seq_nr,
-                fence,
-                events: s.events,
-            });
-        }
-        let keys: Vec<EntityKey> = appends.iter().map(|a| a.key.clone()).collect();
-        let in_flight = InFlight {
-            entities: keys.iter().cloned().collect(),
-            keys,
-            failed,
-            pending,
-            views,
-        };
-        if appends.is_empty() {
-            self.complete(in_flight, Vec::new());
-            return;
-        }
-        match &self.committer {
-            Some(committer) => match committer.jobs.send(appends) {
-                Ok(()) => self.in_flight = Some(in_flight),
-                Err(_) => {
-                    let results = vec![Err(committer_gone()); in_flight.keys.len()];
-                    self.complete(in_flight, results);
-                }
-            },
-            None => {
-                let results = self.journal.append(appends);
-                self.complete(in_flight, results);
+        if !staged.is_empty() {
+            let mut appends = Vec::with_capacity(staged.len());
+            for (key, s) in staged {
+                let Some(fence) = self.fences.get(&key.shard).copied() else {
+                    failed.insert(key.clone(), CommandError::NotOwner(key.shard));
+                    continue;
+                };
+                appends.push(EntityAppend {
+                    key,
+                    expected_seq_nr: s.expected_seq_nr,
+                    fence,
+                    events: s.events,
+                });
             }
-        }
-    }
-
-    /// Waits for the append in flight, if any, and completes its batch.
-    fn finish_in_flight(&mut self) {
-        let Some(in_flight) = self.in_flight.take() else {
-            return;
-        };
-        let results = match self.committer.as_ref().map(|c| c.outcomes.recv()) {
-            Some(Ok(results)) => results,
-            _ => vec![Err(committer_gone()); in_flight.keys.len()],
-        };
-        self.complete(in_flight, results);
-    }
-
-    /// Applies an append's outcome: durable entities move on (snapshots),
-    /// failed ones leave memory; then every reply and view of the batch goes
-    /// out, an error for those whose entity failed.
-    fn complete(&mut self, in_flight: InFlight, results: Vec<Result<(), AppendError>>) {
-        let InFlight {
-            keys,
-            mut failed,
-            pending,
-            views,
-            ..
-        } = in_flight;
-        for (key, result) in keys.into_iter().zip(results) {
-            match result {
-                Ok(()) => self.after_durable(&key),
-                Err(e) => {
-                    tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
-                    failed.insert(key, append_error(e));
+            let keys: Vec<EntityKey> = appends.iter().map(|a| a.key.clone()).collect();
+            let results = self.journal.append(appends);
+            for (key, result) in keys.into_iter().zip(results) {
+                match result {
+                    Ok(()) => self.after_durable(&key),
+                    Err(e) => {
+                        tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
+                        failed.insert(key, append_error(e));
+                    }
                 }
             }
-        }
-        for key in failed.keys() {
-            self.entities.remove(key);
+            for key in failed.keys() {
+                self.entities.remove(key);
+            }
         }
         for p in pending {
             let _enter = p.span.enter();
@@ -798,13 +646,6 @@ impl Worker {
                 }),
             };
             let _ = p.reply_tx.send(result);
-        }
-        for (view, result) in views {
-            let result = match failed.get(&view.key) {
-                Some(error) => Err(error.clone()),
-                None => result,
-            };
-            let _ = view.reply.send(result);
         }
     }
 
@@ -941,12 +782,6 @@ fn activation_error(key: &EntityKey, e: ActivationError) -> CommandError {
             })
         }
     }
-}
-
-fn committer_gone() -> AppendError {
-    AppendError::Storage(crate::journal::JournalError::Io(
-        "the committer thread stopped".into(),
-    ))
 }
 
 fn append_error(e: AppendError) -> CommandError {
