@@ -115,8 +115,7 @@ fn check_page(data: &[u8]) {
     if let Ok(page) = record::PageBuf::from_stored(data, 0) {
         assert!(page.count() > 0 && page.last_seq() >= page.first_seq());
     }
-    let Ok((first_seq, raw)) = bounded("event page", data, || record::split_stored(data, 1))
-    else {
+    let Ok((first_seq, raw)) = bounded("event page", data, || record::split_stored(data, 1)) else {
         return;
     };
     if data.first() != Some(&record::PAGE_V1) {
