@@ -72,6 +72,9 @@ impl Default for SledOptions {
     }
 }
 
+/// How long an open waits for the lock of a store this process just closed.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// After a failed write, how often reopening the store is tried.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// Free space the journal's file system needs before a reopen is tried
@@ -110,11 +113,25 @@ struct Store {
 
 impl Store {
     fn open(dir: &Path, options: &SledOptions, generation: u64) -> Result<Self, JournalError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity)
-            .open()
-            .map_err(|e| sled_error("opening the journal", e))?;
+        // sled's I/O threads may still hold a just-dropped store's files for
+        // a moment (its file lock included): a reopen waits for them.
+        let give_up = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_capacity)
+                .open()
+            {
+                // sled reports the lock as `Other` with the OS error in the text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < give_up =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                result => break result.map_err(|e| sled_error("opening the journal", e))?,
+            }
+        };
         let journal = db
             .open_tree("journal")
             .map_err(|e| sled_error("opening the journal tree", e))?;
