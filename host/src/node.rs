@@ -108,6 +108,9 @@ pub struct TypeInfo {
     /// SHA-256 of the component.
     pub hash: String,
     pub size: usize,
+    /// Whether recovery folds many events per guest call (the component
+    /// exports the optional `replay` interface; SDK-built ones do).
+    pub batched_replay: bool,
 }
 
 /// Counters of the node.
@@ -239,7 +242,7 @@ impl Node {
     /// blocking context (`spawn_blocking`) in async code.
     pub fn deploy(&self, bytes: &[u8]) -> Result<TypeInfo, NodeError> {
         let deployment = self.registry.deploy(bytes)?;
-        tracing::info!(entity_type = %deployment.info.name, version = %deployment.info.version, hash = %deployment.hash, "deployed");
+        tracing::info!(entity_type = %deployment.info.name, version = %deployment.info.version, hash = %deployment.hash, batched_replay = deployment.has_replay(), "deployed");
         Ok(type_info(&deployment))
     }
 
@@ -506,6 +509,7 @@ fn type_info(d: &crate::runtime::Deployment) -> TypeInfo {
         snapshot_every: d.info.snapshot_every,
         hash: d.hash.clone(),
         size: d.size,
+        batched_replay: d.has_replay(),
     }
 }
 

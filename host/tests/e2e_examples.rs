@@ -41,7 +41,8 @@ fn the_curl_example_runs_against_a_node() {
         r#"withdraw 500:    409 {"error":{"code":"rejected""#,
         r#"view:            {"owner":"curl","balance":100,"status":"open"}"#,
         r#""command_id":"dep-1""#,
-        r#"types:           {"types":[{"name":"account""#,
+        r#"types:           {"types":[{"#,
+        r#""name":"account""#,
     ] {
         assert!(
             stdout.contains(expected),

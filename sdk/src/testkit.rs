@@ -99,8 +99,9 @@ impl<E: EventSourced> TestKit<E> {
     }
 
     /// Applies past events, as recovery would: each is encoded to JSON and
-    /// replayed through `apply` (in the harness: appended to the journal,
-    /// then recovered by the component).
+    /// the lot folded through `apply` by the component's `apply-events` entry
+    /// point (in the harness: appended to the journal, then recovered by the
+    /// component).
     pub fn given(mut self, events: impl IntoIterator<Item = E::Event>) -> Self {
         let encoded: Vec<Vec<u8>> = events
             .into_iter()
@@ -111,10 +112,8 @@ impl<E: EventSourced> TestKit<E> {
             .collect();
         match &mut self.backend {
             Backend::Native { state } => {
-                for bytes in &encoded {
-                    *state = abi::apply_event::<E>(state, bytes)
-                        .unwrap_or_else(|e| panic!("given event does not apply: {e}"));
-                }
+                *state = abi::apply_events::<E, _>(state, &encoded)
+                    .unwrap_or_else(|e| panic!("given events do not apply: {e}"));
                 self.seq_nr += encoded.len() as u64;
             }
             #[cfg(feature = "harness")]
@@ -440,6 +439,29 @@ mod tests {
         fn view(&self) -> u32 {
             self.n
         }
+    }
+
+    #[test]
+    fn apply_events_equals_apply_event_folded_and_names_the_event_that_fails() {
+        let state = abi::initial_state::<Counter>("c");
+        let events: Vec<Vec<u8>> = (1..=5)
+            .map(|by| format!(r#"{{"added":{{"by":{by}}}}}"#).into_bytes())
+            .collect();
+        let folded = events.iter().fold(state.clone(), |s, e| {
+            abi::apply_event::<Counter>(&s, e).expect("applies")
+        });
+        assert_eq!(abi::apply_events::<Counter, _>(&state, &events), Ok(folded));
+        assert_eq!(
+            abi::apply_events::<Counter, Vec<u8>>(&state, &[]),
+            Ok(state.clone()),
+            "no events: the state unchanged"
+        );
+        let mut bad = events.clone();
+        bad[3] = b"{\"nope\":{}}".to_vec();
+        let err = abi::apply_events::<Counter, _>(&state, &bad).expect_err("refused");
+        assert!(err.starts_with("event 3 does not decode"), "{err}");
+        let err = abi::apply_events::<Counter, _>(b"\xff", &events).expect_err("bad state");
+        assert!(!err.is_empty());
     }
 
     #[test]

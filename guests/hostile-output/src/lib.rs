@@ -1,12 +1,15 @@
 //! A guest that returns what the host must refuse, written against the raw
 //! bindings (the SDK would never produce it). The command bytes name the
 //! misbehaviour: `not-json-event`, `too-many-events`, `huge-event`,
-//! `huge-state`, `not-json-reply`; `ok` persists one valid event. For tests only.
+//! `huge-state`, `not-json-reply`; `ok` persists one valid event. Its optional
+//! `apply-events` always traps, so the host must recover its entities through
+//! `apply-event`, one event at a time. For tests only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use stead_sdk::__private::bindings::exports::stead::entity::handler::Guest;
+    use stead_sdk::__private::bindings::exports::stead::entity::replay::Guest as ReplayGuest;
     use stead_sdk::__private::bindings::stead::entity::types::{
         CommandContext, CommandError, Effects, EntityInfo,
     };
@@ -63,6 +66,12 @@ mod guest {
 
         fn view(_state: Vec<u8>) -> Result<Vec<u8>, String> {
             Ok(b"{}".to_vec())
+        }
+    }
+
+    impl ReplayGuest for Output {
+        fn apply_events(_state: Vec<u8>, _events: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
+            panic!("hostile-output never folds a batch")
         }
     }
 

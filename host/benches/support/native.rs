@@ -55,6 +55,10 @@ impl<E: EventSourced> NativeEntity for Native<E> {
         abi::apply_event::<E>(state, event)
     }
 
+    fn apply_events(&self, state: &[u8], events: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+        abi::apply_events::<E, _>(state, events)
+    }
+
     fn view(&self, state: &[u8]) -> Result<Vec<u8>, String> {
         abi::view::<E>(state)
     }

@@ -9,11 +9,16 @@ use super::validate::ENTITY_WORLD;
 
 /// Builds a component for the world `entity` of the WIT package `wit`.
 pub fn component_from_wit(wit: &str) -> Vec<u8> {
+    component_from_wit_world(wit, ENTITY_WORLD)
+}
+
+/// Builds a component for the world `world` of the WIT package `wit`.
+pub fn component_from_wit_world(wit: &str, world: &str) -> Vec<u8> {
     let mut resolve = Resolve::default();
     let pkg = resolve.push_str("test.wit", wit).expect("test WIT parses");
     let world = resolve
-        .select_world(&[pkg], Some(ENTITY_WORLD))
-        .expect("test WIT has an `entity` world");
+        .select_world(&[pkg], Some(world))
+        .unwrap_or_else(|e| panic!("test WIT has no world `{world}`: {e:#}"));
     let mut module =
         wit_component::dummy_module(&resolve, world, ManglingAndAbi::Legacy(LiftLowerAbi::Sync));
     wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)

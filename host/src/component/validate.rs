@@ -6,8 +6,10 @@
 //! Invariant: a component that passes [`validate`] imports nothing but
 //! interfaces of the world (the host's `log` and shared types) with exactly
 //! the world's signatures, and exports every function of the `handler`
-//! interface with exactly the world's signatures. Anything else is refused
-//! with an error that names the offending item.
+//! interface with exactly the world's signatures. An optional interface of
+//! the contract (`replay`, in world `entity-with-replay`) may be absent; if
+//! exported it must be complete and exact too, since the host calls it.
+//! Anything else is refused with an error that names the offending item.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,8 +18,12 @@ use wit_parser::{Function, Resolve, Type, TypeDefKind, WorldId, WorldItem, World
 
 /// The WIT package every entity component must target.
 pub const ENTITY_WIT: &str = include_str!("../../../wit/entity.wit");
-/// The world inside [`ENTITY_WIT`].
+/// The world inside [`ENTITY_WIT`] every component must target.
 pub const ENTITY_WORLD: &str = "entity";
+/// The world with the optional exports as well (what the SDK builds).
+pub const FULL_WORLD: &str = "entity-with-replay";
+/// The optional interface a host uses to replay many events per call.
+pub const REPLAY_INTERFACE: &str = "stead:entity/replay@0.1.0";
 
 /// Why bytes are not a valid entity component.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,10 +84,12 @@ impl std::fmt::Display for ComponentReport {
     }
 }
 
-/// The parsed contract: the world every component is checked against.
+/// The parsed contract: the world every component is checked against, and
+/// the world with the optional exports.
 pub struct Contract {
     resolve: Resolve,
     world: WorldId,
+    full: Option<WorldId>,
 }
 
 impl Contract {
@@ -90,7 +98,8 @@ impl Contract {
         Self::parse(ENTITY_WIT)
     }
 
-    /// Parses a WIT package text and selects its `entity` world.
+    /// Parses a WIT package text and selects its `entity` world (and its
+    /// `entity-with-replay` world, when the text has one).
     pub fn parse(wit: &str) -> Result<Self, ValidationError> {
         let mut resolve = Resolve::default();
         let pkg = resolve
@@ -99,7 +108,12 @@ impl Contract {
         let world = resolve
             .select_world(&[pkg], Some(ENTITY_WORLD))
             .map_err(|e| ValidationError::Contract(format!("{e:#}")))?;
-        Ok(Self { resolve, world })
+        let full = resolve.select_world(&[pkg], Some(FULL_WORLD)).ok();
+        Ok(Self {
+            resolve,
+            world,
+            full,
+        })
     }
 
     /// The resolved WIT and world, e.g. for building test components.
@@ -128,7 +142,14 @@ impl Contract {
         let expected = Side::new(&self.resolve, self.world);
         let found = Side::new(&found, found_world);
         check_imports(&expected, &found)?;
-        check_exports(&expected, &found)?;
+        check_exports(&expected, &found, |_| true)?;
+        if let Some(full) = self.full {
+            // Optional exports: checked only where the component has them.
+            let full = Side::new(&self.resolve, full);
+            check_exports(&full, &found, |name| {
+                !expected.exports.contains_key(name) && found.exports.contains_key(name)
+            })?;
+        }
         Ok(found.report())
     }
 }
@@ -251,8 +272,13 @@ fn check_imports(expected: &Side<'_>, found: &Side<'_>) -> Result<(), Validation
     Ok(())
 }
 
-fn check_exports(expected: &Side<'_>, found: &Side<'_>) -> Result<(), ValidationError> {
-    for (name, item) in &expected.exports {
+/// Checks the exports of `expected` for which `required(name)` holds.
+fn check_exports(
+    expected: &Side<'_>,
+    found: &Side<'_>,
+    required: impl Fn(&str) -> bool,
+) -> Result<(), ValidationError> {
+    for (name, item) in expected.exports.iter().filter(|(n, _)| required(n)) {
         let Some(provided) = found.exports.get(name) else {
             return Err(ValidationError::MissingExport(name.clone()));
         };
@@ -434,7 +460,7 @@ fn render(resolve: &Resolve, ty: &Type, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::component::testing::{component_from_wit, contract_with};
+    use crate::component::testing::{component_from_wit, component_from_wit_world, contract_with};
 
     #[test]
     fn a_component_of_the_exact_world_is_valid_and_reported() {
@@ -454,6 +480,47 @@ mod tests {
         ] {
             assert!(handler.iter().any(|h| h == f), "{f} missing from {report}");
         }
+    }
+
+    #[test]
+    fn a_component_with_the_optional_replay_export_is_valid_and_reported() {
+        let report = validate(&component_from_wit_world(ENTITY_WIT, FULL_WORLD)).expect("valid");
+        assert_eq!(
+            report.exports[REPLAY_INTERFACE],
+            vec!["apply-events".to_string()]
+        );
+        assert!(report.exports.contains_key("stead:entity/handler@0.1.0"));
+    }
+
+    #[test]
+    fn a_replay_export_with_another_signature_is_refused_naming_it() {
+        let wit = contract_with(
+            "apply-events: func(state: list<u8>, events: list<list<u8>>)",
+            "apply-events: func(state: list<u8>, events: list<u8>)",
+        );
+        let err = validate(&component_from_wit_world(&wit, FULL_WORLD)).unwrap_err();
+        match &err {
+            ValidationError::SignatureMismatch { item, .. } => {
+                assert_eq!(item, &format!("export {REPLAY_INTERFACE}#apply-events"));
+            }
+            other => panic!("expected a signature mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_replay_export_without_its_function_is_refused_naming_it() {
+        let wit = contract_with(
+            "apply-events: func(state: list<u8>, events: list<list<u8>>) -> result<list<u8>, string>;",
+            "",
+        );
+        let err = validate(&component_from_wit_world(&wit, FULL_WORLD)).unwrap_err();
+        assert_eq!(
+            err,
+            ValidationError::MissingFunction {
+                interface: REPLAY_INTERFACE.into(),
+                function: "apply-events".into()
+            }
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::Runtime;
-use super::instance::{Entity, EntityPre, GuestInstance, GuestState, NativeEntity, WasmInstance};
+use super::instance::{Entity, GuestInstance, GuestState, NativeEntity, WasmCode, WasmInstance};
 use crate::component::{ValidationError, validate};
 
 /// What `describe` answered at deploy.
@@ -35,7 +35,7 @@ pub struct Deployment {
 
 /// What instances are made of.
 enum Code {
-    Wasm(EntityPre<GuestState>),
+    Wasm(Arc<WasmCode>),
     Native(Arc<dyn NativeEntity>),
 }
 
@@ -90,8 +90,8 @@ impl Deployment {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
-        let pre =
-            EntityPre::new(pre).map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
+        let code =
+            WasmCode::new(pre).map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
         let mut deployment = Self {
             info: EntityInfo {
                 name: String::new(),
@@ -100,7 +100,7 @@ impl Deployment {
             },
             hash,
             size: bytes.len(),
-            code: Code::Wasm(pre),
+            code: Code::Wasm(Arc::new(code)),
             runtime: runtime.clone(),
         };
         let mut instance = deployment
@@ -128,11 +128,20 @@ impl Deployment {
         })
     }
 
+    /// Whether the component exports the optional `replay` interface, which
+    /// folds many events per call during recovery (native logic always can).
+    pub fn has_replay(&self) -> bool {
+        match &self.code {
+            Code::Wasm(code) => code.has_replay(),
+            Code::Native(_) => true,
+        }
+    }
+
     /// A fresh instance of this component.
     pub fn instantiate(&self) -> Result<GuestInstance, super::GuestFault> {
         match &self.code {
-            Code::Wasm(pre) => Ok(GuestInstance::wasm(
-                WasmInstance::new(&self.runtime, pre)?,
+            Code::Wasm(code) => Ok(GuestInstance::wasm(
+                WasmInstance::new(&self.runtime, code)?,
                 self.hash.clone(),
             )),
             Code::Native(entity) => Ok(GuestInstance::native(entity.clone(), self.hash.clone())),

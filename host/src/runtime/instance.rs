@@ -17,7 +17,20 @@ wasmtime::component::bindgen!({
     world: "entity",
 });
 
+/// Bindings of the optional `replay` export (world `entity-with-replay`); the
+/// rest of that world is bound through [`Entity`].
+mod optional {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "entity-with-replay",
+    });
+}
+
 use exports::stead::entity::handler::{CommandContext, CommandError};
+use optional::exports::stead::entity::replay::{Guest as Replay, GuestIndices as ReplayIndices};
+use wasmtime::component::InstancePre;
+
+use crate::component::REPLAY_INTERFACE;
 
 /// A guest call that did not complete: the one command fails, the instance
 /// is discarded, nothing else is affected.
@@ -120,19 +133,50 @@ impl stead::entity::host::Host for GuestState {
     }
 }
 
+/// What a deployment's instances are made of: imports resolved and export
+/// indices looked up once.
+pub(crate) struct WasmCode {
+    pre: InstancePre<GuestState>,
+    handler: EntityIndices,
+    /// Present when the component exports the optional `replay` interface.
+    replay: Option<ReplayIndices>,
+}
+
+impl WasmCode {
+    pub(super) fn new(pre: InstancePre<GuestState>) -> wasmtime::Result<Self> {
+        let handler = EntityIndices::new(&pre)?;
+        let replay = match pre.component().get_export_index(None, REPLAY_INTERFACE) {
+            Some(_) => Some(ReplayIndices::new(&pre)?),
+            None => None,
+        };
+        Ok(Self {
+            pre,
+            handler,
+            replay,
+        })
+    }
+
+    /// Whether instances can fold many events per call.
+    pub(super) fn has_replay(&self) -> bool {
+        self.replay.is_some()
+    }
+}
+
 /// A live wasm instance: a store and the bound exports.
 pub(crate) struct WasmInstance {
     store: Store<GuestState>,
     bindings: Entity,
+    replay: Option<Replay>,
     deadline_ticks: u64,
     call_deadline: Duration,
+    /// What to rebuild the instance from after a fault it recovers from
+    /// itself (see [`GuestInstance::apply_events`]).
+    runtime: Arc<Runtime>,
+    code: Arc<WasmCode>,
 }
 
 impl WasmInstance {
-    pub(super) fn new(
-        runtime: &Arc<Runtime>,
-        pre: &EntityPre<GuestState>,
-    ) -> Result<Self, GuestFault> {
+    pub(super) fn new(runtime: &Arc<Runtime>, code: &Arc<WasmCode>) -> Result<Self, GuestFault> {
         let options = runtime.options();
         let state = GuestState {
             memory_limit: options.memory_limit,
@@ -149,14 +193,33 @@ impl WasmInstance {
         let deadline_ticks =
             (options.call_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = pre
+        let fault = |store: &Store<GuestState>, e| {
+            classify(store, e, options.call_deadline, options.memory_limit)
+        };
+        let instance = code
+            .pre
             .instantiate(&mut store)
-            .map_err(|e| classify(&store, e, options.call_deadline, options.memory_limit))?;
+            .map_err(|e| fault(&store, e))?;
+        let bindings = code
+            .handler
+            .load(&mut store, &instance)
+            .map_err(|e| fault(&store, e))?;
+        let replay = match &code.replay {
+            Some(indices) => Some(
+                indices
+                    .load(&mut store, &instance)
+                    .map_err(|e| fault(&store, e))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             store,
             bindings,
+            replay,
             deadline_ticks,
             call_deadline: options.call_deadline,
+            runtime: runtime.clone(),
+            code: code.clone(),
         })
     }
 
@@ -257,6 +320,26 @@ impl WasmInstance {
             .map_err(|m| GuestFault::InvalidOutput(format!("apply-event refused an event: {m}")))
     }
 
+    /// Runs the optional `apply-events`. The outer error is a fault (discard
+    /// the instance), the inner one the guest's refusal; `None` when the
+    /// component does not export it.
+    fn apply_events(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+        events: &[Vec<u8>],
+    ) -> Option<Result<Result<Vec<u8>, String>, GuestFault>> {
+        self.replay.as_ref()?;
+        self.begin(entity_type, entity_id);
+        let replay = self.replay.as_ref()?;
+        Some(
+            replay
+                .call_apply_events(&mut self.store, state, events)
+                .map_err(|e| self.fault(e)),
+        )
+    }
+
     /// Runs `view`; a guest error is reported as invalid output.
     fn view(
         &mut self,
@@ -306,6 +389,12 @@ pub trait NativeEntity: Send + Sync + 'static {
         command: &[u8],
     ) -> Result<CommandOutcome, Rejection>;
     fn apply_event(&self, state: &[u8], event: &[u8]) -> Result<Vec<u8>, String>;
+    /// The optional `apply-events`: by default, `apply_event` folded.
+    fn apply_events(&self, state: &[u8], events: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+        events.iter().try_fold(state.to_vec(), |state, event| {
+            self.apply_event(&state, event)
+        })
+    }
     fn view(&self, state: &[u8]) -> Result<Vec<u8>, String>;
 }
 
@@ -399,6 +488,55 @@ impl GuestInstance {
                 GuestFault::InvalidOutput(format!("apply-event refused an event: {m}"))
             }),
         }
+    }
+
+    /// Folds `events` into `state`: in one `apply-events` call when the
+    /// component exports it, else one `apply-event` per event. A batch that
+    /// fails in any way (refusal, trap, deadline, memory) is replayed event
+    /// by event on a fresh instance, so the outcome of an error is exactly
+    /// that of the per-event path: it names the event, and each event gets
+    /// its own deadline. Callers bound `events` (count and bytes).
+    pub fn apply_events(
+        &mut self,
+        entity_type: &str,
+        entity_id: &str,
+        state: &[u8],
+        events: &[Vec<u8>],
+    ) -> Result<Vec<u8>, GuestFault> {
+        match &mut self.backend {
+            Backend::Wasm(w) if events.len() > 1 => {
+                match w.apply_events(entity_type, entity_id, state, events) {
+                    None => {}
+                    Some(Ok(Ok(state))) => return Ok(state),
+                    Some(Ok(Err(refusal))) => tracing::warn!(
+                        entity_type,
+                        entity_id,
+                        events = events.len(),
+                        "apply-events refused a batch ({refusal}); replaying it event by event"
+                    ),
+                    Some(Err(fault)) => {
+                        tracing::warn!(
+                            entity_type,
+                            entity_id,
+                            events = events.len(),
+                            "apply-events failed ({fault}); replaying the batch event by event"
+                        );
+                        **w = WasmInstance::new(&w.runtime, &w.code)?;
+                    }
+                }
+            }
+            Backend::Wasm(_) => {}
+            Backend::Native(n) => {
+                return n.apply_events(state, events).map_err(|m| {
+                    GuestFault::InvalidOutput(format!("apply-events refused an event: {m}"))
+                });
+            }
+        }
+        let mut state = state.to_vec();
+        for event in events {
+            state = self.apply_event(entity_type, entity_id, &state, event)?;
+        }
+        Ok(state)
     }
 
     /// Runs `view`; a guest error is reported as invalid output.

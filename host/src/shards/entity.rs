@@ -13,8 +13,12 @@ use crate::journal::{EntityKey, Journal, JournalError, SnapshotRecord};
 use crate::runtime::{GuestFault, GuestInstance};
 use crate::shards::router::command_id_hash;
 
-/// Events read per journal call during activation.
+/// Events read per journal call during activation, and at most this many
+/// folded per guest call.
 const REPLAY_CHUNK: usize = 1024;
+/// At most this many payload bytes folded per guest call (the guest holds
+/// them all in its linear memory at once).
+const REPLAY_BATCH_BYTES: usize = 1 << 20;
 
 /// Remembered commands: `(hash of command id, seq-nr of its last event)`.
 #[derive(Debug, Default, Clone)]
@@ -96,7 +100,8 @@ pub(crate) enum ActivationError {
 }
 
 /// Recovers an entity: latest snapshot (unless `ignore_snapshot`), then the
-/// later events through `apply-event`, reading only this entity's range.
+/// later events folded in batches (`apply-events`, or `apply-event` per event
+/// for components without it), reading only this entity's range.
 pub(crate) fn activate(
     journal: &dyn Journal,
     instance: &mut GuestInstance,
@@ -128,6 +133,8 @@ pub(crate) fn activate(
             0,
         ),
     };
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes = 0;
     loop {
         let events = journal.read_events(key, seq_nr + 1, REPLAY_CHUNK)?;
         let done = events.len() < REPLAY_CHUNK;
@@ -139,16 +146,20 @@ pub(crate) fn activate(
                     found: event.seq_nr,
                 });
             }
-            state = instance.apply_event(
-                &key.entity_type,
-                &key.entity_id,
-                &state,
-                &event.record.payload,
-            )?;
             seq_nr = event.seq_nr;
             if event.record.reply.is_some() {
                 dedup.push(&event.record.command_id, seq_nr, dedup_capacity);
             }
+            if !batch.is_empty() && batch_bytes + event.record.payload.len() > REPLAY_BATCH_BYTES {
+                state = fold(instance, key, &state, &mut batch)?;
+                batch_bytes = 0;
+            }
+            batch_bytes += event.record.payload.len();
+            batch.push(event.record.payload);
+        }
+        if !batch.is_empty() {
+            state = fold(instance, key, &state, &mut batch)?;
+            batch_bytes = 0;
         }
         if done {
             break;
@@ -162,6 +173,18 @@ pub(crate) fn activate(
         dedup,
         last_used_ms: 0,
     })
+}
+
+/// Folds (and empties) one batch of event payloads into `state`.
+fn fold(
+    instance: &mut GuestInstance,
+    key: &EntityKey,
+    state: &[u8],
+    batch: &mut Vec<Vec<u8>>,
+) -> Result<Vec<u8>, GuestFault> {
+    let state = instance.apply_events(&key.entity_type, &key.entity_id, state, batch);
+    batch.clear();
+    state
 }
 
 #[cfg(test)]

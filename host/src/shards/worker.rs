@@ -449,19 +449,22 @@ impl Worker {
         let new_state = match outcome.state {
             Some(state) => state,
             None => {
-                let mut state = entity.state.clone();
-                for event in &outcome.events {
-                    match instance.apply_event(&key.entity_type, &key.entity_id, &state, event) {
-                        Ok(next) => state = next,
-                        Err(fault) => {
-                            let _ = reply.send(Err(CommandError::GuestFault {
-                                entity_type: key.entity_type.clone(),
-                                fault,
-                            }));
-                            return;
-                        }
+                // Bounded: the command's events passed the per-command limits.
+                let state = match instance.apply_events(
+                    &key.entity_type,
+                    &key.entity_id,
+                    &entity.state,
+                    &outcome.events,
+                ) {
+                    Ok(state) => state,
+                    Err(fault) => {
+                        let _ = reply.send(Err(CommandError::GuestFault {
+                            entity_type: key.entity_type.clone(),
+                            fault,
+                        }));
+                        return;
                     }
-                }
+                };
                 if state.len() > self.limits.max_state_bytes {
                     self.release(&key.entity_type, instance);
                     let _ = reply.send(Err(CommandError::GuestFault {

@@ -79,6 +79,22 @@ pub fn apply_event<E: EventSourced>(state: &[u8], event: &[u8]) -> Result<Vec<u8
     Ok(encode_state_or_panic(&entity))
 }
 
+/// Folds `events` into `state`, decoding the state once and encoding it once:
+/// the same result as [`apply_event`] per event, in a fraction of the calls.
+/// An error names the index of the event that did not decode.
+pub fn apply_events<E: EventSourced, B: AsRef<[u8]>>(
+    state: &[u8],
+    events: &[B],
+) -> Result<Vec<u8>, String> {
+    let mut entity: E = codec::decode_state(state).map_err(|e| e.0)?;
+    for (index, event) in events.iter().enumerate() {
+        let event: E::Event = codec::decode_json(event.as_ref())
+            .map_err(|e| format!("event {index} does not decode: {e}"))?;
+        entity.apply(&event);
+    }
+    Ok(encode_state_or_panic(&entity))
+}
+
 pub fn view<E: EventSourced>(state: &[u8]) -> Result<Vec<u8>, String> {
     let entity: E = codec::decode_state(state).map_err(|e| e.0)?;
     Ok(encode_or_panic("view", codec::encode_json(&entity.view())))
