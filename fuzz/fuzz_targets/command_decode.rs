@@ -44,7 +44,9 @@
 
 #![no_main]
 
-use std::path::PathBuf;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -71,23 +73,10 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn guests_dir() -> PathBuf {
-    std::env::var_os("STEAD_FUZZ_GUESTS").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/guests")),
-        PathBuf::from,
-    )
-}
-
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let path = guests_dir().join("account.wasm");
-        let account = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (build the guests first: `cargo xtask build-guests`)",
-                path.display()
-            )
-        });
+        let (_, account) = common::account_component();
         let dir = match std::env::var_os("STEAD_FUZZ_WORK") {
             Some(work) => {
                 std::fs::create_dir_all(&work).expect("creating $STEAD_FUZZ_WORK");

@@ -16,7 +16,9 @@
 
 #![no_main]
 
-use std::path::PathBuf;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
@@ -30,24 +32,11 @@ struct Harness {
     account: Vec<u8>,
 }
 
-fn guests_dir() -> PathBuf {
-    std::env::var_os("STEAD_FUZZ_GUESTS").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/guests")),
-        PathBuf::from,
-    )
-}
-
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let contract = Contract::embedded().expect("the embedded contract parses");
-        let path = guests_dir().join("account.wasm");
-        let account = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (build the guests first: `cargo xtask build-guests`)",
-                path.display()
-            )
-        });
+        let (path, account) = common::account_component();
         if let Err(e) = contract.validate(&account) {
             panic!("{} does not validate unchanged: {e}", path.display());
         }

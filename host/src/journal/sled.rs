@@ -849,6 +849,15 @@ mod tests {
         SledJournal::open(dir, SledOptions::default()).expect("journal opens")
     }
 
+    /// A journal on a fresh directory (kept alive by the guard) owning
+    /// shard 0, and the fence of that claim.
+    fn fresh() -> (tempfile::TempDir, SledJournal, FenceToken) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = open(dir.path());
+        let fence = journal.claim_shards(&[0]).expect("claim")[0];
+        (dir, journal, fence)
+    }
+
     #[test]
     fn the_sled_journal_passes_the_conformance_suite() {
         super::super::conformance::run_all(&|dir: &Path| open(dir));
@@ -946,10 +955,8 @@ mod tests {
 
     #[test]
     fn a_journal_written_one_event_per_key_is_read_and_appended_to() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let key = EntityKey::new(0, "t", "old");
-        let journal = open(dir.path());
-        let fence = journal.claim_shards(&[0]).expect("claim")[0];
+        let (_dir, journal, fence) = fresh();
         {
             // The layout before pages: one EventRecord under each seq-nr.
             let guard = journal.store.read().expect("lock");
@@ -987,10 +994,8 @@ mod tests {
 
     #[test]
     fn a_damaged_page_is_reported_as_corrupt_not_misread() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let key = EntityKey::new(0, "t", "e");
-        let journal = open(dir.path());
-        let fence = journal.claim_shards(&[0]).expect("claim")[0];
+        let (_dir, journal, fence) = fresh();
         append_runs(&journal, &key, fence, &[16, 2]);
         let guard = journal.store.read().expect("lock");
         let store = guard.as_ref().expect("store");
@@ -1025,10 +1030,8 @@ mod tests {
         // Values over sled's blob threshold (128 KiB) go to files of their
         // own, removed when the value is replaced: a commit must not trip on
         // a blob that vanished between listing and syncing.
-        let dir = tempfile::tempdir().expect("tempdir");
         let key = EntityKey::new(0, "t", "big");
-        let journal = open(dir.path());
-        let fence = journal.claim_shards(&[0]).expect("claim")[0];
+        let (_dir, journal, fence) = fresh();
         for round in 0..6u64 {
             let snapshot = SnapshotRecord {
                 seq_nr: round,
