@@ -330,6 +330,7 @@ impl WasmInstance {
         state: &[u8],
         events: &[Vec<u8>],
     ) -> Option<Result<Result<Vec<u8>, String>, GuestFault>> {
+        // Checked before `begin` (which needs `&mut self`), borrowed after it.
         self.replay.as_ref()?;
         self.begin(entity_type, entity_id);
         let replay = self.replay.as_ref()?;
