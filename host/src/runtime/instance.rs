@@ -168,9 +168,9 @@ pub(crate) struct WasmInstance {
     bindings: Entity,
     replay: Option<Replay>,
     deadline_ticks: u64,
-    call_deadline: Duration,
-    /// What to rebuild the instance from after a fault it recovers from
-    /// itself (see [`GuestInstance::apply_events`]).
+    /// The limits' source, and with `code` what to rebuild the instance from
+    /// after a fault it recovers from itself (see
+    /// [`GuestInstance::apply_events`]).
     runtime: Arc<Runtime>,
     code: Arc<WasmCode>,
 }
@@ -217,7 +217,6 @@ impl WasmInstance {
             bindings,
             replay,
             deadline_ticks,
-            call_deadline: options.call_deadline,
             runtime: runtime.clone(),
             code: code.clone(),
         })
@@ -239,7 +238,7 @@ impl WasmInstance {
         classify(
             &self.store,
             error,
-            self.call_deadline,
+            self.runtime.options().call_deadline,
             self.store.data().memory_limit,
         )
     }
