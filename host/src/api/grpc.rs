@@ -36,7 +36,9 @@ impl proto::entities_server::Entities for EntitiesService {
         let started = Instant::now();
         let req = request.into_inner();
         let command_id = (!req.command_id.is_empty()).then_some(req.command_id);
-        let span = tracing::info_span!("grpc_send", entity_type = %req.entity_type, entity_id = %req.entity_id);
+        // Debug: the node's `command` span (info) already names the entity,
+        // the command id and its seq-nr; this one only adds the protocol.
+        let span = tracing::debug_span!("grpc_send", entity_type = %req.entity_type, entity_id = %req.entity_id);
         let result = self
             .state
             .node

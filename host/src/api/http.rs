@@ -129,7 +129,10 @@ async fn send(
             .into_response();
         }
     };
-    let span = tracing::info_span!("http_send", entity_type = %entity_type, entity_id = %entity_id);
+    // Debug: the node's `command` span (info) already names the entity,
+    // the command id and its seq-nr; this one only adds the protocol.
+    let span =
+        tracing::debug_span!("http_send", entity_type = %entity_type, entity_id = %entity_id);
     let result = state
         .node
         .send(&entity_type, &entity_id, body.to_vec(), command_id)

@@ -75,10 +75,15 @@ pub fn engine(
     component: &Path,
     commands: usize,
     entities: usize,
+    workers: Option<usize>,
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for n in [1usize, entities] {
-        let (_dir, node, ty) = node(work_dir, component, |_| {})?;
+        let (_dir, node, ty) = node(work_dir, component, |config| {
+            if let Some(workers) = workers {
+                config.shards.workers = workers.max(1);
+            }
+        })?;
         progress(&format!("engine: opening {n} entities"));
         drive(&node, &ty, n, |i| (format!("e{i}"), OPEN))?;
         progress(&format!("engine: {commands} deposits over {n} entities"));

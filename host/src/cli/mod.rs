@@ -5,6 +5,7 @@
 //! The binary's edge: errors are `anyhow` here and become one line on stderr
 //! and exit code 1 (2 for usage errors, from clap).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -169,6 +170,10 @@ enum BenchScenario {
         commands: usize,
         #[arg(long, default_value_t = 10_000)]
         entities: usize,
+        /// Shard worker threads of the in-process node (default: one per core,
+        /// as `stead up`).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// In process: RSS per active entity, and after passivation.
     Memory {
@@ -318,8 +323,11 @@ fn run(cli: Cli) -> Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a log file or
+    // a collector are noise, and formatting them costs on every span.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -724,7 +732,8 @@ fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             component,
             commands,
             entities,
-        } => inprocess::engine(&args.work_dir, &component, commands, entities)?,
+            workers,
+        } => inprocess::engine(&args.work_dir, &component, commands, entities, workers)?,
         BenchScenario::Memory {
             component,
             entities,
