@@ -81,7 +81,7 @@ pub fn engine(
     for n in [1usize, entities] {
         let (_dir, node, ty) = node(work_dir, component, |config| {
             if let Some(workers) = workers {
-                config.shards.workers = workers.max(1);
+                config.shards.workers = workers;
             }
         })?;
         progress(&format!("engine: opening {n} entities"));

@@ -172,7 +172,7 @@ enum BenchScenario {
         entities: usize,
         /// Shard worker threads of the in-process node (default: one per core,
         /// as `stead up`).
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one::<usize>)]
         workers: Option<usize>,
     },
     /// In process: RSS per active entity, and after passivation.
@@ -207,46 +207,46 @@ struct UpArgs {
     #[arg(long, env = "STEAD_HTTP", default_value = "127.0.0.1:7480")]
     http: SocketAddr,
     /// Shard count; fixed when the data directory is created.
-    #[arg(long, env = "STEAD_SHARDS", default_value_t = crate::config::DEFAULT_SHARD_COUNT)]
+    #[arg(long, env = "STEAD_SHARDS", default_value_t = crate::config::DEFAULT_SHARD_COUNT, value_parser = at_least_one::<u32>)]
     shards: u32,
     /// Shard worker threads. Default: the number of CPUs.
-    #[arg(long, env = "STEAD_WORKERS")]
+    #[arg(long, env = "STEAD_WORKERS", value_parser = at_least_one::<usize>)]
     workers: Option<usize>,
     /// Commands a shard worker may have queued before refusing new ones
     /// (`overloaded`).
-    #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = 4096)]
+    #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = 4096, value_parser = at_least_one::<usize>)]
     queue_depth: usize,
     /// CPU deadline of one guest call, in milliseconds.
-    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = 100)]
+    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = 100, value_parser = at_least_one::<u64>)]
     call_deadline_ms: u64,
     /// Memory limit of a guest instance, in MiB.
-    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = 64)]
+    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = 64, value_parser = memory_mib)]
     memory_limit_mib: usize,
     /// Idle time after which an entity is passivated, in seconds.
-    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120, value_parser = at_least_one::<u64>)]
     idle_timeout_secs: u64,
     /// Largest command accepted, in bytes.
-    #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = 1024 * 1024, value_parser = at_least_one::<usize>)]
     max_command_bytes: usize,
     /// Longest entity id, in bytes (UTF-8 without control characters).
-    #[arg(long, env = "STEAD_MAX_ENTITY_ID_BYTES", default_value_t = 256)]
+    #[arg(long, env = "STEAD_MAX_ENTITY_ID_BYTES", default_value_t = 256, value_parser = at_least_one::<usize>)]
     max_entity_id_bytes: usize,
     /// Most events one command may emit.
-    #[arg(long, env = "STEAD_MAX_EVENTS_PER_COMMAND", default_value_t = 100)]
+    #[arg(long, env = "STEAD_MAX_EVENTS_PER_COMMAND", default_value_t = 100, value_parser = at_least_one::<usize>)]
     max_events_per_command: usize,
     /// Largest event a guest may emit, in bytes.
-    #[arg(long, env = "STEAD_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "STEAD_MAX_EVENT_BYTES", default_value_t = 256 * 1024, value_parser = at_least_one::<usize>)]
     max_event_bytes: usize,
     /// Largest entity state, in bytes.
-    #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = at_least_one::<usize>)]
     max_state_bytes: usize,
     /// How long a command may wait for its outcome, in milliseconds; one
     /// still queued at its deadline is not executed.
-    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = at_least_one::<u64>)]
     request_timeout_ms: u64,
     /// Most entities a shard worker recovers from the journal per batch
     /// (recovery after a restart is rate-limited, never a stampede).
-    #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = 64)]
+    #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = 64, value_parser = at_least_one::<usize>)]
     max_activations_per_batch: usize,
     /// File holding the admin token that admin calls (gRPC `Admin`, HTTP
     /// `POST /v1/components`) must present as `Authorization: Bearer
@@ -350,20 +350,20 @@ fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
     let mut config = NodeConfig::new(&args.data_dir);
     config.shard_count = args.shards;
     if let Some(workers) = args.workers {
-        config.shards.workers = workers.max(1);
+        config.shards.workers = workers;
     }
-    config.shards.queue_depth = args.queue_depth.max(1);
-    config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms.max(1));
-    config.engine.memory_limit = args.memory_limit_mib.max(1) * 1024 * 1024;
-    config.shards.max_activations_per_batch = args.max_activations_per_batch.max(1);
+    config.shards.queue_depth = args.queue_depth;
+    config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms);
+    config.engine.memory_limit = args.memory_limit_mib * 1024 * 1024;
+    config.shards.max_activations_per_batch = args.max_activations_per_batch;
     let limits = &mut config.limits;
-    limits.max_command_bytes = args.max_command_bytes.max(1);
-    limits.max_entity_id_bytes = args.max_entity_id_bytes.max(1);
-    limits.max_events_per_command = args.max_events_per_command.max(1);
-    limits.max_event_bytes = args.max_event_bytes.max(1);
-    limits.max_state_bytes = args.max_state_bytes.max(1);
-    limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.max(1));
-    config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.max(1));
+    limits.max_command_bytes = args.max_command_bytes;
+    limits.max_entity_id_bytes = args.max_entity_id_bytes;
+    limits.max_events_per_command = args.max_events_per_command;
+    limits.max_event_bytes = args.max_event_bytes;
+    limits.max_state_bytes = args.max_state_bytes;
+    limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms);
+    config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stead-api")
@@ -809,4 +809,96 @@ fn chain_from(mut out: String, mut source: Option<&dyn std::error::Error>) -> St
         source = s.source();
     }
     out
+}
+
+/// Parses a count or duration that must be at least 1: a zero is refused
+/// with an error naming the flag, instead of being silently raised.
+fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value: T = text.trim().parse().map_err(|e: T::Err| e.to_string())?;
+    if value < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(value)
+}
+
+/// A guest memory limit in MiB: at least 1, at most 1 TiB (so the byte count
+/// cannot overflow).
+fn memory_mib(text: &str) -> Result<usize, String> {
+    const MAX_MIB: usize = 1 << 20;
+    let mib = at_least_one::<usize>(text)?;
+    if mib > MAX_MIB {
+        return Err(format!("must be at most {MAX_MIB} (1 TiB)"));
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stead").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_zero_count_or_duration_is_refused_naming_its_flag() {
+        for flag in [
+            "--shards",
+            "--workers",
+            "--queue-depth",
+            "--call-deadline-ms",
+            "--memory-limit-mib",
+            "--idle-timeout-secs",
+            "--max-command-bytes",
+            "--request-timeout-ms",
+            "--max-activations-per-batch",
+        ] {
+            let err = match parse(&["up", flag, "0"]) {
+                Ok(_) => panic!("{flag} 0 was accepted"),
+                Err(e) => e,
+            };
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(flag) && text.contains("must be at least 1"),
+                "{flag}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_memory_limit_that_would_overflow_is_refused() {
+        let err = parse(&["up", "--memory-limit-mib", "1048577"]).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("at most 1048576")));
+        assert!(parse(&["up", "--memory-limit-mib", "18446744073709551615"]).is_err());
+        assert!(parse(&["up", "--memory-limit-mib", "1048576"]).is_ok());
+    }
+
+    #[test]
+    fn the_defaults_and_positive_values_parse() {
+        assert!(parse(&["up"]).is_ok());
+        assert!(parse(&["up", "--workers", "1", "--queue-depth", "1"]).is_ok());
+        let engine = |workers| {
+            parse(&[
+                "bench",
+                "engine",
+                "--component",
+                "a.wasm",
+                "--workers",
+                workers,
+            ])
+        };
+        assert!(engine("2").is_ok());
+        assert!(
+            matches!(engine("0"), Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation)
+        );
+    }
 }
