@@ -129,6 +129,7 @@ fn line(f: &Value) -> String {
 pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     let started = Instant::now();
     let sizes = if quick { QUICK } else { FULL };
+    crate::warn_if_low_disk(root, 4, "the release build and the scenarios' journals");
     ensure_wrk()?;
     let stead = root.join("target/release/stead");
     let account = root.join("target/guests/account.wasm");

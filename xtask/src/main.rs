@@ -122,6 +122,23 @@ pub(crate) fn step(message: &str) {
     println!("\n==> {message}");
 }
 
+/// Warns when the disk holding `dir` has less than `needed_gb` free: a full
+/// disk shows up mid-build as a linker bus error or "No space left on
+/// device", far from its cause. Silent when `df` cannot tell.
+pub(crate) fn warn_if_low_disk(dir: &Path, needed_gb: u64, what: &str) {
+    let Ok(out) = Command::new("df").args(["-P", "-k"]).arg(dir).output() else {
+        return;
+    };
+    if let Some(free_gb) = free_gb_from_df(&String::from_utf8_lossy(&out.stdout))
+        && free_gb < needed_gb
+    {
+        println!(
+            "xtask: warning: {free_gb} GiB free on the disk of {}; {what} needs up to {needed_gb} GiB",
+            dir.display()
+        );
+    }
+}
+
 fn build_guests() -> Result<Vec<BuiltComponent>> {
     let root = root();
     step("building guests/ into components (first build compiles std for wasm32: ~2 min)");
@@ -269,6 +286,7 @@ fn test() -> Result<()> {
     let target = root.join("target");
     let target = target.to_str().context("non-UTF-8 path")?;
     let components = root.join("target/guests");
+    warn_if_low_disk(&root, 5, "a clean build of every test (target/ about 4 GB)");
     run_cargo("format check (root)", &root, &["fmt", "--all", "--check"])?;
     run_cargo(
         "format check (guests)",
@@ -370,9 +388,34 @@ fn lint() -> Result<()> {
     )
 }
 
+/// The free space in GiB in `df -P -k` output: a header line, then "filesystem
+/// blocks used available capacity mount" in KiB.
+fn free_gb_from_df(text: &str) -> Option<u64> {
+    let free_kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(free_kib / (1024 * 1024))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Tally;
+    use super::{Tally, free_gb_from_df};
+
+    #[test]
+    fn free_space_is_read_from_posix_df_output() {
+        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                  /dev/vda        264091600 20000000  75497472      22% /\n";
+        assert_eq!(free_gb_from_df(df), Some(72));
+        assert_eq!(
+            free_gb_from_df("df: /nowhere: No such file or directory\n"),
+            None
+        );
+        assert_eq!(free_gb_from_df(""), None);
+    }
 
     #[test]
     fn tally_adds_up_cargo_test_result_lines() {
