@@ -294,7 +294,9 @@ impl Node {
         command: Vec<u8>,
         command_id: Option<String>,
     ) -> Result<PendingReply, NodeError> {
-        let timeout = self.config.limits.request_timeout;
+        // Capped at a year so the deadlines below cannot overflow `Instant`.
+        let year = std::time::Duration::from_secs(365 * 24 * 3600);
+        let timeout = self.config.limits.request_timeout.min(year);
         let now = std::time::Instant::now();
         Ok(PendingReply {
             rx: self.enqueue(entity_type, entity_id, command, command_id, now + timeout)?,

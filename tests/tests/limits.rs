@@ -121,3 +121,26 @@ fn recovery_is_rate_limited_per_batch_and_keeps_each_entitys_order() {
         "20 activations at 3 per batch hold back many requests: {stats:?}"
     );
 }
+
+#[test]
+fn a_node_configured_with_the_largest_durations_serves_commands() {
+    // Library callers can set any `Duration`; deadlines computed from them
+    // (request deadlines, epoch ticks) must not overflow and panic.
+    let (_dir, node) = temp_node(|c| {
+        c.engine.call_deadline = Duration::MAX;
+        c.limits.request_timeout = Duration::MAX;
+        c.shards.idle_timeout = Duration::MAX;
+    });
+    node.deploy(&guest("account")).expect("account");
+    for (seq_nr, command) in [
+        (1, r#"{"open":{"owner":"ada"}}"#),
+        (2, r#"{"deposit":{"amount":7}}"#),
+    ] {
+        let reply = node
+            .send_blocking("account", "big", command.as_bytes().to_vec(), None)
+            .expect("served");
+        assert_eq!(reply.seq_nr, seq_nr);
+    }
+    let view = json(&node.view_blocking("account", "big").expect("view"));
+    assert_eq!(view["balance"], 7, "{view}");
+}

@@ -217,13 +217,13 @@ struct UpArgs {
     #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = 4096, value_parser = at_least_one::<usize>)]
     queue_depth: usize,
     /// CPU deadline of one guest call, in milliseconds.
-    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = 100, value_parser = at_least_one::<u64>)]
+    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = 100, value_parser = up_to(MAX_CALL_DEADLINE_MS))]
     call_deadline_ms: u64,
     /// Memory limit of a guest instance, in MiB.
-    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = 64, value_parser = memory_mib)]
+    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = 64, value_parser = up_to(MAX_MEMORY_LIMIT_MIB))]
     memory_limit_mib: usize,
     /// Idle time after which an entity is passivated, in seconds.
-    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120, value_parser = at_least_one::<u64>)]
+    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = 120, value_parser = up_to(MAX_IDLE_TIMEOUT_SECS))]
     idle_timeout_secs: u64,
     /// Largest command accepted, in bytes.
     #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = 1024 * 1024, value_parser = at_least_one::<usize>)]
@@ -242,7 +242,7 @@ struct UpArgs {
     max_state_bytes: usize,
     /// How long a command may wait for its outcome, in milliseconds; one
     /// still queued at its deadline is not executed.
-    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = at_least_one::<u64>)]
+    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = up_to(MAX_REQUEST_TIMEOUT_MS))]
     request_timeout_ms: u64,
     /// Most entities a shard worker recovers from the journal per batch
     /// (recovery after a restart is rate-limited, never a stampede).
@@ -825,15 +825,27 @@ where
     Ok(value)
 }
 
-/// A guest memory limit in MiB: at least 1, at most 1 TiB (so the byte count
-/// cannot overflow).
-fn memory_mib(text: &str) -> Result<usize, String> {
-    const MAX_MIB: usize = 1 << 20;
-    let mib = at_least_one::<usize>(text)?;
-    if mib > MAX_MIB {
-        return Err(format!("must be at most {MAX_MIB} (1 TiB)"));
+/// Upper bounds of the durations and sizes `stead up` takes: far above any
+/// sensible setting, and low enough that deadlines computed from them
+/// (`now + 2 * timeout`, epoch ticks, bytes) cannot overflow.
+const MAX_CALL_DEADLINE_MS: u64 = 3_600_000; // 1 hour of CPU for one guest call
+const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 3600; // 1 year
+const MAX_REQUEST_TIMEOUT_MS: u64 = 24 * 3_600_000; // 1 day
+const MAX_MEMORY_LIMIT_MIB: usize = 1 << 20; // 1 TiB
+
+/// A parser for a value from 1 to `max`, each bound named in its error.
+fn up_to<T>(max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display + Copy + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |text| {
+        let value = at_least_one::<T>(text)?;
+        if value > max {
+            return Err(format!("must be at most {max}"));
+        }
+        Ok(value)
     }
-    Ok(mib)
 }
 
 #[cfg(test)]
@@ -875,11 +887,20 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_limit_that_would_overflow_is_refused() {
-        let err = parse(&["up", "--memory-limit-mib", "1048577"]).err();
-        assert!(err.is_some_and(|e| e.to_string().contains("at most 1048576")));
-        assert!(parse(&["up", "--memory-limit-mib", "18446744073709551615"]).is_err());
-        assert!(parse(&["up", "--memory-limit-mib", "1048576"]).is_ok());
+    fn a_duration_or_limit_that_could_overflow_is_refused() {
+        let refused = |flag: &str, value: &str, max: &str| {
+            let err = parse(&["up", flag, value]).err();
+            assert!(
+                err.is_some_and(|e| e.to_string().contains(&format!("must be at most {max}"))),
+                "{flag} {value}"
+            );
+            assert!(parse(&["up", flag, max]).is_ok(), "{flag} {max}");
+        };
+        refused("--memory-limit-mib", "1048577", "1048576");
+        refused("--memory-limit-mib", "18446744073709551615", "1048576");
+        refused("--request-timeout-ms", "18446744073709551615", "86400000");
+        refused("--call-deadline-ms", "3600001", "3600000");
+        refused("--idle-timeout-secs", "18446744073709551615", "31536000");
     }
 
     #[test]

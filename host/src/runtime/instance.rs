@@ -190,8 +190,10 @@ impl WasmInstance {
         let mut store = Store::new(runtime.engine(), state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.epoch_deadline_trap();
-        let deadline_ticks =
-            (options.call_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        // Capped (at ~170 years of ticks) so the engine's epoch plus the
+        // deadline cannot overflow whatever `call_deadline` says.
+        let ticks = options.call_deadline.as_micros() / EPOCH_TICK.as_micros();
+        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).clamp(1, 1 << 40) + 1;
         store.set_epoch_deadline(deadline_ticks);
         let fault = |store: &Store<GuestState>, e| {
             classify(store, e, options.call_deadline, options.memory_limit)

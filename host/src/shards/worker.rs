@@ -176,7 +176,7 @@ impl Worker {
 
     fn passivate_idle(&mut self) {
         let now = self.clock_ms();
-        let idle = self.options.idle_timeout.as_millis() as u64;
+        let idle = u64::try_from(self.options.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let before = self.entities.len();
         self.entities
             .retain(|_, e| now.saturating_sub(e.last_used_ms) < idle);
