@@ -15,8 +15,9 @@ fn main() -> std::process::ExitCode {
 /// on many distributions), every thread's allocator pages and every touched
 /// region are backed by 2 MiB pages: the benchmark's idle node measured
 /// 141 MB RSS against 54 MB without, and freed memory went back to the OS
-/// only in whole 2 MiB pages. Engine throughput and recovery measured the same either way
-/// (BENCHMARKS.md). Set `STEAD_THP=1` to keep the system's setting.
+/// only in whole 2 MiB pages. Engine throughput and recovery measured the
+/// same either way (BENCHMARKS.md). Set `STEAD_THP=1` to keep the system's
+/// setting.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("STEAD_THP").is_none_or(|v| v != "1") {

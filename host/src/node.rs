@@ -31,6 +31,10 @@ pub use crate::shards::CommandReply;
 
 const NODE_FORMAT: u32 = 1;
 
+/// The longest request timeout a command is given, whatever the config says:
+/// its deadlines (`now + 2 * timeout`) must not overflow `Instant`.
+const MAX_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Every failure a caller of [`Node`] must tell apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -294,9 +298,7 @@ impl Node {
         command: Vec<u8>,
         command_id: Option<String>,
     ) -> Result<PendingReply, NodeError> {
-        // Capped at a year so the deadlines below cannot overflow `Instant`.
-        let year = std::time::Duration::from_secs(365 * 24 * 3600);
-        let timeout = self.config.limits.request_timeout.min(year);
+        let timeout = self.config.limits.request_timeout.min(MAX_REQUEST_TIMEOUT);
         let now = std::time::Instant::now();
         Ok(PendingReply {
             rx: self.enqueue(entity_type, entity_id, command, command_id, now + timeout)?,

@@ -122,18 +122,17 @@ pub(crate) fn step(message: &str) {
     println!("\n==> {message}");
 }
 
-/// Warns when the disk holding `dir` has less than `needed_gb` free: a full
+/// Warns when the disk holding `dir` has less than `needed_gib` free: a full
 /// disk shows up mid-build as a linker bus error or "No space left on
-/// device", far from its cause. Silent when `df` cannot tell.
-pub(crate) fn warn_if_low_disk(dir: &Path, needed_gb: u64, what: &str) {
-    let Ok(out) = Command::new("df").args(["-P", "-k"]).arg(dir).output() else {
+/// device", far from its cause. Silent when the file system cannot tell.
+pub(crate) fn warn_if_low_disk(dir: &Path, needed_gib: u64, what: &str) {
+    let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
         return;
     };
-    if let Some(free_gb) = free_gb_from_df(&String::from_utf8_lossy(&out.stdout))
-        && free_gb < needed_gb
-    {
+    let free_gib = stat.blocks_available() * stat.fragment_size() / (1 << 30);
+    if free_gib < needed_gib {
         println!(
-            "xtask: warning: {free_gb} GiB free on the disk of {}; {what} needs up to {needed_gb} GiB",
+            "xtask: warning: {free_gib} GiB free on the disk of {}; {what} needs up to {needed_gib} GiB",
             dir.display()
         );
     }
@@ -388,34 +387,9 @@ fn lint() -> Result<()> {
     )
 }
 
-/// The free space in GiB in `df -P -k` output: a header line, then "filesystem
-/// blocks used available capacity mount" in KiB.
-fn free_gb_from_df(text: &str) -> Option<u64> {
-    let free_kib: u64 = text
-        .lines()
-        .nth(1)?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()?;
-    Some(free_kib / (1024 * 1024))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Tally, free_gb_from_df};
-
-    #[test]
-    fn free_space_is_read_from_posix_df_output() {
-        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
-                  /dev/vda        264091600 20000000  75497472      22% /\n";
-        assert_eq!(free_gb_from_df(df), Some(72));
-        assert_eq!(
-            free_gb_from_df("df: /nowhere: No such file or directory\n"),
-            None
-        );
-        assert_eq!(free_gb_from_df(""), None);
-    }
+    use super::Tally;
 
     #[test]
     fn tally_adds_up_cargo_test_result_lines() {
