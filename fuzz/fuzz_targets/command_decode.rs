@@ -4,8 +4,8 @@
 //! Once per process: a [`Node`] on a temporary directory (in
 //! `$STEAD_FUZZ_WORK` when set) with the real `account` component deployed
 //! (`$STEAD_FUZZ_GUESTS/account.wasm`, default `../target/guests/`), the axum
-//! router of `stead_host::api::http`, and the node's real servers
-//! (`stead_host::api::serve`) on loopback with a gRPC client. The gRPC
+//! router of `stead_api::http`, and the node's real servers
+//! (`stead_api::serve`) on loopback with a gRPC client. The gRPC
 //! service's struct cannot be built outside the host (its state field is
 //! private to `api`), so the gRPC side goes through the real server over
 //! HTTP/2: protobuf decoding included.
@@ -33,7 +33,7 @@
 //! - nothing panics, on either side;
 //! - HTTP: 200 with a JSON reply, `Stead-Seq-Nr` >= 1 and `Stead-Duplicate`;
 //!   or the documented error body, exactly `{"error":{"code","message"}}`,
-//!   with the status of its code (`host/src/api/errors.rs`, and the
+//!   with the status of its code (`host/api/src/errors.rs`, and the
 //!   router's `not_found` 404 and `method_not_allowed` 405); never a 5xx
 //!   but a guest fault (500 `guest_fault`), 503 or 507;
 //! - gRPC: a JSON reply, or a status with its `stead-error` code matching
@@ -54,10 +54,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use stead_host::api::proto::SendRequest;
-use stead_host::api::proto::entities_client::EntitiesClient;
-use stead_host::api::{ApiState, Listeners};
-use stead_host::{Node, NodeConfig};
+use stead_api::proto::SendRequest;
+use stead_api::proto::entities_client::EntitiesClient;
+use stead_api::{ApiState, Listeners};
+use stead_node::{Node, NodeConfig};
 use tonic::transport::Channel;
 use tower::ServiceExt as _;
 
@@ -94,7 +94,7 @@ fn harness() -> &'static Harness {
         let node = Arc::new(Node::open(config).expect("opening the node"));
         node.deploy(&account).expect("deploying account.wasm");
         let state = ApiState::new(node);
-        let router = stead_host::api::http::router(state.clone());
+        let router = stead_api::http::router(state.clone());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -105,7 +105,7 @@ fn harness() -> &'static Harness {
                 .await
                 .expect("binding loopback ports");
             let addr = listeners.grpc.local_addr().expect("the gRPC address");
-            tokio::spawn(stead_host::api::serve(
+            tokio::spawn(stead_api::serve(
                 state,
                 listeners,
                 None,

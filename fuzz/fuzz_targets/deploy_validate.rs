@@ -1,6 +1,6 @@
 //! Fuzz target `deploy_validate`: component validation, the first thing a
 //! deploy does with the bytes it is given
-//! (`stead_host::component::validate`, against the embedded contract).
+//! (`stead_component::validate`, against the embedded contract).
 //!
 //! Two modes, by the input's first byte:
 //! - [`MUTATE`] (`M`): the real `account` component (read at start from
@@ -22,7 +22,7 @@ mod common;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use stead_host::component::validate::Contract;
+use stead_component::validate::Contract;
 
 /// First byte of an input in mutation mode.
 const MUTATE: u8 = b'M';

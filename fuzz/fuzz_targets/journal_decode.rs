@@ -1,6 +1,6 @@
 //! Fuzz target `journal_decode`: bytes as a journal key, an event record, an
 //! event page, a snapshot record and an entity index entry
-//! (`host/src/journal/keys.rs`, `record.rs`).
+//! (`host/journal-sled/src/keys.rs`, `host/journal/src/record.rs`).
 //!
 //! Properties:
 //! - no decoder panics, whatever the bytes;
@@ -16,8 +16,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use stead_host::journal::keys::{self, DecodedKey};
-use stead_host::journal::record::{self, EventRecord, SnapshotRecord};
+use stead_journal_sled::keys::{self, DecodedKey};
+use stead_journal::record::{self, EventRecord, SnapshotRecord};
 
 /// Slack on top of the input's length a decoder may allocate at once (error
 /// messages, small fixed buffers).

@@ -54,6 +54,9 @@
 //! Not supported (unused by sled and the stead journal): hard links, special
 //! files (`mknod`), extended attributes, `fallocate`, `RENAME_EXCHANGE` and
 //! `RENAME_NOREPLACE`.
+//!
+//! tidy: long file: one FUSE file system, whose operations share the
+//! in-memory page cache that a power cut drops; its tests follow it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};

@@ -7,8 +7,8 @@ pub mod lazyfs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use stead_host::component::build::{BuildRequest, BuiltComponent, build};
-use stead_host::{Node, NodeConfig};
+use stead_component::build::{BuildRequest, BuiltComponent, build};
+use stead_node::{Node, NodeConfig};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -80,7 +80,7 @@ pub fn stead_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = std::process::Command::new(cargo)
                 .current_dir(root())
-                .args(["build", "--quiet", "-p", "stead-host", "--bin", "stead"])
+                .args(["build", "--quiet", "-p", "stead-cli", "--bin", "stead"])
                 .status()
                 .expect("cargo runs");
             assert!(status.success(), "building the stead binary failed");

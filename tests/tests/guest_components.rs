@@ -1,7 +1,7 @@
 //! The example guests, built from source with the library's guest build,
 //! are valid `stead:entity` components; their raw core modules are not.
 
-use stead_host::component::{ValidationError, validate};
+use stead_component::{ValidationError, validate};
 use stead_tests::{build_guests as built_guests, root};
 
 #[test]

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use stead_host::NodeError;
-use stead_host::runtime::GuestFault;
+use stead_node::NodeError;
+use stead_runtime::GuestFault;
 use stead_tests::{guest, json, temp_node};
 
-fn node_with_account_and(hostile: &str) -> (tempfile::TempDir, stead_host::Node) {
+fn node_with_account_and(hostile: &str) -> (tempfile::TempDir, stead_node::Node) {
     let (dir, node) = temp_node(|_| {});
     node.deploy(&guest("account")).expect("account");
     node.deploy(&guest(hostile)).expect("hostile guest deploys");
@@ -22,14 +22,14 @@ fn node_with_account_and(hostile: &str) -> (tempfile::TempDir, stead_host::Node)
     (dir, node)
 }
 
-fn fault_of(result: Result<stead_host::CommandReply, NodeError>) -> GuestFault {
+fn fault_of(result: Result<stead_node::CommandReply, NodeError>) -> GuestFault {
     match result {
         Err(NodeError::GuestFault { fault, .. }) => fault,
         other => panic!("expected a guest fault, got {other:?}"),
     }
 }
 
-fn account_still_serves(node: &stead_host::Node, n: u64) {
+fn account_still_serves(node: &stead_node::Node, n: u64) {
     let reply = node
         .send_blocking(
             "account",

@@ -2,16 +2,16 @@
 //! past its request deadline is never executed, and recovery after a
 //! restart is rate-limited per batch without reordering any entity's
 //! commands. (Size limits are in `node_engine` and `hostile_guests`; the
-//! flags that set every limit in `host/tests/e2e_http.rs`.)
+//! flags that set every limit in `host/cli/tests/e2e_http.rs`.)
 
 use std::time::Duration;
 
-use stead_host::NodeError;
+use stead_node::NodeError;
 use stead_tests::{guest, json, temp_node};
 
 /// Occupies the node's only worker for about `call_deadline` with a guest
 /// that spins until the CPU deadline stops it.
-fn occupy_the_worker(node: &stead_host::Node) -> stead_host::node::PendingReply {
+fn occupy_the_worker(node: &stead_node::Node) -> stead_node::PendingReply {
     node.submit("hostile-loop", "spin", br#"{"spin":{}}"#.to_vec(), None)
         .expect("queued")
 }

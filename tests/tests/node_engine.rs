@@ -2,11 +2,11 @@
 //! files: deploy, commands, views, dedup, snapshots, passivation, restarts.
 
 use serde_json::json;
-use stead_host::NodeError;
+use stead_node::NodeError;
 use stead_tests::{guest, json, open_node, temp_node};
 
 fn send(
-    node: &stead_host::Node,
+    node: &stead_node::Node,
     ty: &str,
     id: &str,
     cmd: &str,
@@ -15,7 +15,7 @@ fn send(
         .map(|r| json(&r.reply))
 }
 
-fn view(node: &stead_host::Node, ty: &str, id: &str) -> serde_json::Value {
+fn view(node: &stead_node::Node, ty: &str, id: &str) -> serde_json::Value {
     json(&node.view_blocking(ty, id).expect("view"))
 }
 
@@ -277,27 +277,24 @@ fn activation_from_snapshot_and_replay_equals_a_full_replay() {
     node.shutdown();
 
     // A full replay through the same component, from the initial state.
-    let journal = stead_host::journal::sled::SledJournal::open(
-        &dir.path().join("journal"),
-        Default::default(),
-    )
-    .expect("journal");
-    let key = stead_host::journal::EntityKey::new(
-        stead_host::shards::router::shard_of("account", "a", 16),
+    let journal =
+        stead_journal_sled::SledJournal::open(&dir.path().join("journal"), Default::default())
+            .expect("journal");
+    let key = stead_journal::EntityKey::new(
+        stead_types::shard::shard_of("account", "a", 16),
         "account",
         "a",
     );
-    use stead_host::journal::Journal;
+    use stead_journal::Journal;
     let snapshot = journal
         .load_snapshot(&key)
         .expect("load")
         .expect("a snapshot exists");
     assert_eq!(snapshot.seq_nr, 200);
-    let runtime = stead_host::runtime::Runtime::new(Default::default()).expect("runtime");
+    let runtime = stead_runtime::Runtime::new(Default::default()).expect("runtime");
     let cache = tempfile::tempdir().expect("cache");
     let deployment =
-        stead_host::runtime::Deployment::load(&runtime, &guest("account"), cache.path())
-            .expect("load");
+        stead_runtime::Deployment::load(&runtime, &guest("account"), cache.path()).expect("load");
     let mut instance = deployment.instantiate().expect("instance");
     let mut state = instance.initial_state("account", "a").expect("initial");
     let events = journal.read_events(&key, 1, usize::MAX).expect("events");
@@ -367,8 +364,8 @@ fn invalid_components_are_refused_and_disturb_nothing_deployed() {
     send(&node, "account", "a", r#"{"open":{"owner":"ada"}}"#).expect("open");
     let before = node.types();
     let core = wat::parse_str("(module)").expect("wat");
-    let wrong_world = stead_host::component::testing::component_from_wit(
-        &stead_host::component::testing::contract_with("export handler;", ""),
+    let wrong_world = stead_component::testing::component_from_wit(
+        &stead_component::testing::contract_with("export handler;", ""),
     );
     let mut truncated = guest("account");
     truncated.truncate(truncated.len() / 2);
@@ -396,7 +393,7 @@ fn a_data_directory_refuses_another_shard_count() {
     drop(open_node(dir.path(), |_| {}));
     let mut config = stead_tests::test_config(dir.path());
     config.shard_count = 32;
-    match stead_host::Node::open(config) {
+    match stead_node::Node::open(config) {
         Err(NodeError::Config(m)) => assert!(m.contains("created with 16 shards"), "{m}"),
         other => panic!("{:?}", other.map(|_| ())),
     }
@@ -434,9 +431,9 @@ fn a_full_queue_is_overloaded_not_unbounded() {
 /// A trivial native entity: counts commands.
 struct NativeCounter;
 
-impl stead_host::runtime::NativeEntity for NativeCounter {
-    fn describe(&self) -> stead_host::runtime::EntityInfo {
-        stead_host::runtime::EntityInfo {
+impl stead_runtime::NativeEntity for NativeCounter {
+    fn describe(&self) -> stead_runtime::EntityInfo {
+        stead_runtime::EntityInfo {
             name: "native-counter".into(),
             version: "1.0.0".into(),
             snapshot_every: 0,
@@ -450,9 +447,9 @@ impl stead_host::runtime::NativeEntity for NativeCounter {
         _ctx: (&str, &str, u64, u64, &str),
         state: &[u8],
         _command: &[u8],
-    ) -> Result<stead_host::runtime::CommandOutcome, stead_host::runtime::Rejection> {
+    ) -> Result<stead_runtime::CommandOutcome, stead_runtime::Rejection> {
         let n = state.first().copied().unwrap_or(0).wrapping_add(1);
-        Ok(stead_host::runtime::CommandOutcome {
+        Ok(stead_runtime::CommandOutcome {
             events: vec![b"{\"inc\":1}".to_vec()],
             state: Some(vec![n]),
             reply: format!("{n}").into_bytes(),

@@ -3,7 +3,7 @@
 //!
 //! Two nodes: one with the built `account.wasm` deployed, one with the same
 //! `account` source compiled into the test and deployed as a `NativeEntity`
-//! (as `host/benches/engine.rs` does). Random sequences of commands — valid
+//! (as `host/cli/benches/engine.rs` does). Random sequences of commands — valid
 //! ones, ones the account must reject (overdrafts, deposits before open,
 //! anything after close, closing a non-empty account, overflowing deposits),
 //! malformed ones, retries of earlier command ids (deduplication) — run
@@ -23,7 +23,7 @@
 #[path = "../../guests/account/src/entity.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod account;
-#[path = "../../host/benches/support/native.rs"]
+#[path = "../../host/cli/benches/support/native.rs"]
 mod native;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,8 +34,8 @@ use native::Native;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
-use stead_host::{CommandReply, Node, NodeError};
-use stead_tests::{guest, json, temp_node};
+use stead_node::{CommandReply, Node, NodeError, SettableClock};
+use stead_tests::{guest, json, test_config};
 
 const CLOCK_MS: u64 = 1_700_000_000_000;
 /// Entities per case.
@@ -51,9 +51,20 @@ struct Nodes {
 fn nodes() -> &'static Nodes {
     static NODES: OnceLock<Nodes> = OnceLock::new();
     NODES.get_or_init(|| {
-        let (wasm_dir, wasm) = temp_node(|_| {});
+        // Both nodes' commands see the same fixed `now-ms`.
+        let clock = Arc::new(SettableClock::new());
+        clock.set_wall_ms(Some(CLOCK_MS));
+        let open = |dir: &tempfile::TempDir| {
+            Node::builder(test_config(dir.path()))
+                .clock(clock.clone())
+                .open()
+                .expect("node opens")
+        };
+        let wasm_dir = tempfile::tempdir().expect("tempdir");
+        let wasm = open(&wasm_dir);
         let info = wasm.deploy(&guest("account")).expect("deploy account.wasm");
-        let (native_dir, native) = temp_node(|_| {});
+        let native_dir = tempfile::tempdir().expect("tempdir");
+        let native = open(&native_dir);
         let native_info = native
             .deploy_native(Arc::new(Native::<account::Account>::new()))
             .expect("deploy the native account");
@@ -65,8 +76,6 @@ fn nodes() -> &'static Nodes {
                 native_info.snapshot_every
             )
         );
-        wasm.set_clock_override(Some(CLOCK_MS));
-        native.set_clock_override(Some(CLOCK_MS));
         Nodes {
             wasm,
             native,

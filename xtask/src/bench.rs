@@ -269,7 +269,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     let args = [
         "bench",
         "-p",
-        "stead-host",
+        "stead-cli",
         "--bench",
         "engine",
         "--",

@@ -134,7 +134,7 @@ pub(crate) fn run(root: &Path, stead_bin: &Path) -> Result<()> {
     println!(
         "\nDone: the node was killed mid-life and came back with every acknowledged event.\n\
          \nTo do the same by hand:\n\
-         \n  cargo xtask build-guests && cargo build -p stead-host\
+         \n  cargo xtask build-guests && cargo build -p stead-cli\
          \n  target/debug/stead up --data-dir /tmp/stead-data &\
          \n  target/debug/stead deploy target/guests/account.wasm\
          \n  target/debug/stead send account acc-1 '{{\"open\":{{\"owner\":\"ada\"}}}}'\

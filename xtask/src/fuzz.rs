@@ -31,8 +31,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use stead_host::journal::record::{self, EventRecord, SnapshotRecord};
-use stead_host::journal::{EntityKey, keys};
+use stead_journal::EntityKey;
+use stead_journal::record::{self, EventRecord, SnapshotRecord};
+use stead_journal_sled::keys;
 
 use crate::{cargo, step};
 

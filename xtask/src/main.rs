@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use stead_host::component::build::{BuildRequest, BuiltComponent, build};
+use stead_component::build::{BuildRequest, BuiltComponent, build};
 
 mod bench;
 mod demo;
@@ -56,7 +56,7 @@ fn run() -> Result<()> {
             run_cargo(
                 "release build of stead",
                 &root(),
-                &["build", "--release", "-p", "stead-host", "--bin", "stead"],
+                &["build", "--release", "-p", "stead-cli", "--bin", "stead"],
             )?;
             bench::run(&root(), quick)
         }
@@ -83,7 +83,7 @@ fn chaos(flags: &[String]) -> Result<()> {
         &[
             "build",
             "-p",
-            "stead-host",
+            "stead-cli",
             "--bin",
             "stead",
             "-p",
@@ -182,7 +182,7 @@ fn demo() -> Result<()> {
     run_cargo(
         "build the stead binary",
         &root,
-        &["build", "-p", "stead-host", "--bin", "stead"],
+        &["build", "-p", "stead-cli", "--bin", "stead"],
     )?;
     step("the demo");
     demo::run(&root, &root.join("target/debug/stead"))

@@ -7,14 +7,17 @@
 //! return values.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use stead_host::{Node, NodeConfig, NodeError};
+use stead_node::{Node, NodeConfig, NodeError, SettableClock};
 
 use crate::__private::abi::{RawEffects, RawError};
 use crate::entity::Context;
 
 pub(super) struct WasmHost {
     node: Node,
+    /// The wall time commands see: each `when` sets it from its context.
+    clock: Arc<SettableClock>,
     entity_type: String,
     _dir: tempfile::TempDir,
 }
@@ -33,8 +36,11 @@ impl WasmHost {
         config.shards.workers = 1;
         // One compile per component across every kit and test run.
         config.compile_cache = Some(std::env::temp_dir().join("stead-harness-compile-cache"));
-        let node =
-            Node::open(config).unwrap_or_else(|e| panic!("the embedded node does not open: {e}"));
+        let clock = Arc::new(SettableClock::new());
+        let node = Node::builder(config)
+            .clock(clock.clone())
+            .open()
+            .unwrap_or_else(|e| panic!("the embedded node does not open: {e}"));
         let info = node
             .deploy(&bytes)
             .unwrap_or_else(|e| panic!("{} does not deploy: {e}", component.display()));
@@ -47,6 +53,7 @@ impl WasmHost {
         );
         Self {
             node,
+            clock,
             entity_type: entity_type.to_owned(),
             _dir: dir,
         }
@@ -60,7 +67,7 @@ impl WasmHost {
     }
 
     pub(super) fn send(&mut self, ctx: &Context, command: Vec<u8>) -> Result<RawEffects, RawError> {
-        self.node.set_clock_override(Some(ctx.now_ms()));
+        self.clock.set_wall_ms(Some(ctx.now_ms()));
         let id = ctx.entity_id();
         let before = ctx.seq_nr();
         let result = self.node.send_blocking(

@@ -30,7 +30,7 @@ fn main() {
             Some(format!("open-{e}")),
         ) {
             // Opened in an earlier round (beyond the dedup window): fine.
-            Ok(_) | Err(stead_host::NodeError::Rejected(_)) => {}
+            Ok(_) | Err(stead_node::NodeError::Rejected(_)) => {}
             Err(e) => panic!("open: {e}"),
         }
     }

@@ -1,0 +1,207 @@
+//! The node's edges: gRPC ([`grpc`], package `stead.v1`, plus the standard
+//! health service and server reflection), HTTP/JSON ([`http`]) and Prometheus
+//! metrics ([`metrics`]). Errors become statuses in one place ([`errors`]).
+//! Admin calls need the bearer token when the node has one ([`auth`], the
+//! one check of both protocols); both servers speak TLS when given a
+//! certificate ([`tls`], rustls with ring).
+//!
+//! Invariant: only this module sees protobuf and HTTP types; everything
+//! below it speaks [`stead_node::Node`].
+
+pub mod auth;
+pub mod errors;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod tls;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use stead_node::Node;
+
+/// Generated code of `proto/stead/v1/stead.proto`.
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("stead.v1");
+
+    /// The encoded file descriptor set, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/stead_v1_descriptor.bin"));
+}
+
+/// Largest component accepted by `Admin.Deploy` and `POST /v1/components`.
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub node: Arc<Node>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub started: Instant,
+    /// Who may make admin calls.
+    pub auth: auth::AdminAuth,
+    ready: AtomicBool,
+}
+
+impl ApiState {
+    /// Admin calls open (a node on loopback only).
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Self::with_auth(node, auth::AdminAuth::open())
+    }
+
+    /// Admin calls checked by `auth`.
+    pub fn with_auth(node: Arc<Node>, auth: auth::AdminAuth) -> Arc<Self> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        node.set_commit_observer(metrics.clone());
+        Arc::new(Self {
+            node,
+            metrics,
+            started: Instant::now(),
+            auth,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Ready: the journal is open and the deployed components are loaded
+    /// (both done by `Node::open`) and the servers are listening.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Failure to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+    #[error("HTTP server: {0}")]
+    Http(String),
+}
+
+/// Listening sockets of a node.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses (port 0 picks a free port).
+    pub async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Self, ServeError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        Ok(Self {
+            grpc: bind(grpc).await?,
+            http: bind(http).await?,
+        })
+    }
+}
+
+/// Serves gRPC and HTTP (over TLS with `tls`) until `shutdown` resolves,
+/// then stops accepting and finishes the requests in flight.
+pub async fn serve(
+    state: Arc<ApiState>,
+    listeners: Listeners,
+    tls: Option<&tls::TlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    use proto::admin_server::AdminServer;
+    use proto::entities_server::EntitiesServer;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EntitiesServer<grpc::EntitiesService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<grpc::AdminService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Grpc(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Grpc(e.to_string()))?;
+    let max_command = state.node.config().limits.max_command_bytes + 4096;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        grpc = grpc
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Grpc(format!("TLS: {e}")))?;
+    }
+    let admin = AdminServer::new(grpc::AdminService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(MAX_COMPONENT_BYTES);
+    let grpc = grpc
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            EntitiesServer::new(grpc::EntitiesService {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(max_command),
+        )
+        // The token check covers the Admin service only.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin,
+            state.auth.clone(),
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            wait_stop(stop_rx.clone()),
+        );
+    let router = http::router(state.clone());
+    let http: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        Some(tls) => {
+            let listener = tls
+                .listener(listeners.http)
+                .map_err(|e| ServeError::Http(e.to_string()))?;
+            Box::pin(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(wait_stop(stop_rx))
+                    .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(listeners.http, router)
+                .with_graceful_shutdown(wait_stop(stop_rx))
+                .into_future(),
+        ),
+    };
+    state.ready.store(true, Ordering::Relaxed);
+    let (grpc, http) = tokio::join!(grpc, http);
+    grpc.map_err(|e| ServeError::Grpc(e.to_string()))?;
+    http.map_err(|e| ServeError::Http(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Benchmarks with the node inside this process: the engine's ceiling with
+//! no network, memory per active entity, and recovery times. Each opens a
+//! fresh node on a temporary directory (on the disk of `work_dir`) with the
+//! component under test.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Figure, Latencies, ms, progress, rss_bytes};
+use stead_node::{Node, NodeError, PendingReply};
+use stead_types::config::{JournalConfig, NodeConfig, SledOptions};
+
+/// Commands kept in flight by the in-process drivers.
+const WINDOW: usize = 16_384;
+
+/// A fresh node with the component deployed.
+pub fn node(
+    work_dir: &Path,
+    component: &Path,
+    tweak: impl FnOnce(&mut NodeConfig),
+) -> Result<(tempfile::TempDir, Node, String)> {
+    let dir = tempfile::tempdir_in(work_dir)
+        .with_context(|| format!("temporary directory in {}", work_dir.display()))?;
+    let mut config = NodeConfig::new(dir.path());
+    config.shards.queue_depth = WINDOW * 2;
+    tweak(&mut config);
+    let node = Node::open(config)?;
+    let bytes =
+        std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let info = node.deploy(&bytes)?;
+    Ok((dir, node, info.name))
+}
+
+/// Sends `count` commands, `make(i)` giving (entity id, command), keeping up
+/// to [`WINDOW`] in flight; returns the elapsed time. Rejections count as
+/// handled (the command ran); any other error stops the run.
+pub fn drive(
+    node: &Node,
+    entity_type: &str,
+    count: usize,
+    make: impl Fn(usize) -> (String, &'static str),
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut in_flight: VecDeque<PendingReply> = VecDeque::with_capacity(WINDOW);
+    let settle = |p: PendingReply| -> Result<()> {
+        match p.wait_blocking() {
+            Ok(_) | Err(NodeError::Rejected(_)) => Ok(()),
+            Err(e) => bail!("command failed: {e}"),
+        }
+    };
+    for i in 0..count {
+        if in_flight.len() >= WINDOW
+            && let Some(p) = in_flight.pop_front()
+        {
+            settle(p)?;
+        }
+        let (id, command) = make(i);
+        in_flight.push_back(node.submit(entity_type, &id, command.as_bytes().to_vec(), None)?);
+    }
+    for p in in_flight {
+        settle(p)?;
+    }
+    Ok(started.elapsed())
+}
+
+const OPEN: &str = r#"{"open":{"owner":"bench"}}"#;
+const DEPOSIT: &str = r#"{"deposit":{"amount":1}}"#;
+
+/// Commands/s through shards, wasm and the journal, for 1 and many entities.
+pub fn engine(
+    work_dir: &Path,
+    component: &Path,
+    commands: usize,
+    entities: usize,
+    workers: Option<usize>,
+) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for n in [1usize, entities] {
+        let (_dir, node, ty) = node(work_dir, component, |config| {
+            if let Some(workers) = workers {
+                config.shards.workers = workers;
+            }
+        })?;
+        progress(&format!("engine: opening {n} entities"));
+        drive(&node, &ty, n, |i| (format!("e{i}"), OPEN))?;
+        progress(&format!("engine: {commands} deposits over {n} entities"));
+        let elapsed = drive(&node, &ty, commands, |i| (format!("e{}", i % n), DEPOSIT))?;
+        let rate = commands as f64 / elapsed.as_secs_f64();
+        let mut figure = Figure::new(
+            "engine",
+            &format!("commands/s, {n} entities"),
+            rate,
+            "cmd/s",
+        );
+        if n == entities {
+            figure = figure.target(">= 100,000 cmd/s", rate >= 100_000.0);
+        }
+        figures.push(figure);
+        node.shutdown();
+    }
+    Ok(figures)
+}
+
+/// RSS per active idle entity, and after passivating them all.
+pub fn memory(work_dir: &Path, component: &Path, entities: usize) -> Result<Vec<Figure>> {
+    // A small journal cache, so the figure is about entities, not sled's cache.
+    let (_dir, node, ty) = node(work_dir, component, |c| {
+        c.journal = JournalConfig::Sled(SledOptions {
+            cache_capacity: 16 * 1024 * 1024,
+            ..SledOptions::default()
+        })
+    })?;
+    drive(&node, &ty, 1000, |i| (format!("warm-{i}"), OPEN))?;
+    node.passivate_all_blocking()?;
+    let start = settled_rss();
+    progress(&format!(
+        "memory: activating {entities} entities (one command each)"
+    ));
+    drive(&node, &ty, entities, |i| (format!("m{i}"), OPEN))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let active = rss_bytes();
+    progress("memory: passivating them all");
+    node.passivate_all_blocking()?;
+    let passivated = settled_rss();
+    let per_entity = active.saturating_sub(start) as f64 / entities as f64;
+    let after = passivated as f64 / start as f64;
+    node.shutdown();
+    Ok(vec![
+        Figure::new(
+            "memory",
+            "RSS growth per active entity",
+            per_entity,
+            "bytes",
+        )
+        .target("<= 512 bytes", per_entity <= 512.0),
+        Figure::new("memory", "RSS with all active", active as f64 / 1e6, "MB").against(
+            "RSS at start",
+            start as f64 / 1e6,
+            "MB",
+        ),
+        Figure::new(
+            "memory",
+            "RSS after passivation",
+            passivated as f64 / 1e6,
+            "MB",
+        )
+        .against("RSS at start", start as f64 / 1e6, "MB")
+        .target("<= 1.1x start", after <= 1.1),
+        // What stays per entity ever activated: the journal's index of it
+        // (sled keeps per-key metadata in memory beyond its cache).
+        Figure::new(
+            "memory",
+            "RSS kept per passivated entity",
+            passivated.saturating_sub(start) as f64 / entities as f64,
+            "bytes",
+        ),
+    ])
+}
+
+/// RSS once it stops falling: the allocator returns freed pages after a
+/// delay (mimalloc: 1 s), so one reading right after a release can catch it
+/// half done. Polls until a second passes without a 1% drop, at most 10 s.
+fn settled_rss() -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = rss_bytes();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_bytes();
+        if now + last / 100 >= last || Instant::now() >= deadline {
+            return now.min(last);
+        }
+        last = now;
+    }
+}
+
+fn time_activation(node: &Node, ty: &str, id: &str, rounds: usize) -> Result<Latencies> {
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        node.passivate_all_blocking()?;
+        let started = Instant::now();
+        node.view_blocking(ty, id)?;
+        samples.push(started.elapsed());
+    }
+    Ok(Latencies::of(samples))
+}
+
+/// Activation of one long-lived entity, and a restart over many entities.
+pub fn recovery(
+    work_dir: &Path,
+    component: &Path,
+    events: usize,
+    entities: usize,
+    sample: usize,
+) -> Result<Vec<Figure>> {
+    let (dir, node, ty) = node(work_dir, component, |_| {})?;
+    progress(&format!("recovery: {events} events without a snapshot"));
+    node.send_blocking(&ty, "no-snapshot", OPEN.as_bytes().to_vec(), None)?;
+    for chunk in (0..events.saturating_sub(1))
+        .collect::<Vec<_>>()
+        .chunks(1000)
+    {
+        let payloads = chunk
+            .iter()
+            .map(|_| br#"{"deposited":{"amount":1}}"#.to_vec())
+            .collect();
+        node.seed_events_blocking(&ty, "no-snapshot", payloads)?;
+    }
+    let plain = time_activation(&node, &ty, "no-snapshot", 5)?;
+    progress(&format!("recovery: {events} events with snapshots"));
+    drive(&node, &ty, 1, |_| ("snapshotted".into(), OPEN))?;
+    drive(&node, &ty, events - 1, |_| ("snapshotted".into(), DEPOSIT))?;
+    let snapshotted = time_activation(&node, &ty, "snapshotted", 5)?;
+
+    progress(&format!("recovery: a journal of {entities} entities"));
+    drive(&node, &ty, entities, |i| (format!("r{i}"), OPEN))?;
+    let config = node.config().clone();
+    node.shutdown();
+    let started = Instant::now();
+    let node = Node::open(config)?;
+    node.send_blocking(&ty, "r0", DEPOSIT.as_bytes().to_vec(), None)?;
+    let first = started.elapsed();
+    let step = (entities / sample.max(1)).max(1);
+    for i in (0..entities).step_by(step).take(sample) {
+        node.view_blocking(&ty, &format!("r{i}"))?;
+    }
+    let sampled = started.elapsed();
+    node.shutdown();
+    drop(dir);
+    Ok(vec![
+        Figure::new(
+            "recovery",
+            &format!("activate {events} events, no snapshot"),
+            ms(plain.p50),
+            "ms",
+        )
+        .target("<= 20 ms", plain.p50 <= Duration::from_millis(20)),
+        Figure::new(
+            "recovery",
+            &format!("activate {events} events, snapshots"),
+            ms(snapshotted.p50),
+            "ms",
+        )
+        .against("no snapshot", ms(plain.p50), "ms")
+        .target("<= 1 ms", snapshotted.p50 <= Duration::from_millis(1)),
+        Figure::new(
+            "recovery",
+            &format!("restart to first command, {entities} entities"),
+            ms(first),
+            "ms",
+        )
+        .target("<= 1000 ms", first <= Duration::from_secs(1)),
+        Figure::new(
+            "recovery",
+            &format!("restart to {sample} entities answered"),
+            ms(sampled),
+            "ms",
+        ),
+    ])
+}

@@ -1,0 +1,347 @@
+//! Benchmarks against a running node: HTTP with `wrk` (and the no-op route
+//! as its yardstick), gRPC with a Rust client, and one hot entity driven
+//! sequentially (against one durable journal flush on the same disk).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tonic::transport::Channel;
+
+use super::{Figure, Latencies, ms, progress};
+use stead_api::proto::SendRequest;
+use stead_api::proto::entities_client::EntitiesClient;
+use stead_journal::{EntityAppend, EntityKey, EventRecord, Journal};
+use stead_journal_sled::{SledJournal, SledOptions};
+
+/// The workload: an entity type, how to create its entities and the command
+/// each request sends.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub entity_type: String,
+    /// Entity ids are `bench-0 .. bench-{entities-1}`.
+    pub entities: usize,
+    /// Sent once to each entity first (e.g. `{"open":{"owner":"bench"}}`).
+    pub setup: Option<String>,
+    /// Sent by every request (e.g. `{"deposit":{"amount":1}}`).
+    pub command: String,
+}
+
+async fn channel(addr: &str) -> Result<Channel> {
+    tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .with_context(|| format!("invalid address {addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("node unreachable at {addr}"))
+}
+
+fn request(w: &Workload, id: usize, json: &str) -> SendRequest {
+    SendRequest {
+        entity_type: w.entity_type.clone(),
+        entity_id: format!("bench-{id}"),
+        command_json: json.to_owned(),
+        command_id: String::new(),
+    }
+}
+
+/// Sends the setup command to every entity (idempotent: a second setup of
+/// the same entity is allowed to be rejected).
+pub async fn prepare(grpc: &str, w: &Workload) -> Result<()> {
+    let Some(setup) = &w.setup else {
+        return Ok(());
+    };
+    progress(&format!(
+        "preparing {} {} entities",
+        w.entities, w.entity_type
+    ));
+    let client = EntitiesClient::new(channel(grpc).await?);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (mut client, next, w, setup) = (client.clone(), next.clone(), w.clone(), setup.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let id = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if id >= w.entities {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                match client.send(request(&w, id, &setup)).await {
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+                    Err(s) => bail!("setup of bench-{id} failed: {s}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+const WRK_SCRIPT: &str = r#"
+local entities = __ENTITIES__
+local path_prefix = "__PREFIX__"
+local body = [[__BODY__]]
+local headers = { ["Content-Type"] = "application/json" }
+request = function()
+  local path = path_prefix
+  if entities > 0 then
+    path = path_prefix .. "bench-" .. math.random(0, entities - 1)
+  end
+  return wrk.format("POST", path, headers, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("STEAD_RESULT %d %d %d %d %d %d\n",
+    summary.requests, e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"#;
+
+/// One wrk run: (requests/s, p50, p99, p99.9, errors).
+fn wrk(
+    http: &str,
+    prefix: &str,
+    entities: usize,
+    body: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<(f64, Latencies, u64)> {
+    let script = WRK_SCRIPT
+        .replace("__ENTITIES__", &entities.to_string())
+        .replace("__PREFIX__", prefix)
+        .replace("__BODY__", body);
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let path = dir.path().join("stead.lua");
+    std::fs::write(&path, script).context("writing the wrk script")?;
+    let out = Command::new("wrk")
+        .arg("-t2")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(&path)
+        .arg(format!("http://{http}"))
+        .output()
+        .context("running wrk (install it: apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("STEAD_RESULT"))
+        .with_context(|| {
+            format!(
+                "wrk printed no result: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [requests, errors, duration_us, p50, p99, p999] = n[..] else {
+        bail!("unexpected wrk result {line}");
+    };
+    let rps = requests as f64 / (duration_us as f64 / 1e6);
+    let us = Duration::from_micros;
+    Ok((
+        rps,
+        Latencies {
+            p50: us(p50),
+            p99: us(p99),
+            p999: us(p999),
+            count: requests as usize,
+        },
+        errors,
+    ))
+}
+
+/// HTTP ingress with wrk: persisted commands, then the no-op route.
+pub async fn http(
+    grpc: &str,
+    http: &str,
+    w: &Workload,
+    connections: usize,
+    duration: Duration,
+) -> Result<Vec<Figure>> {
+    prepare(grpc, w).await?;
+    progress(&format!(
+        "wrk: {connections} connections, {}s of `{}` over {} entities",
+        duration.as_secs(),
+        w.command,
+        w.entities
+    ));
+    let prefix = format!("/v1/entities/{}/", w.entity_type);
+    let (rps, lat, errors) = wrk(http, &prefix, w.entities, &w.command, connections, duration)?;
+    progress(&format!(
+        "wrk: the same load on the no-op route ({}s)",
+        duration.as_secs()
+    ));
+    let (noop_rps, noop_lat, _) = wrk(http, "/v1/noop", 0, "{}", connections, duration)?;
+    let ratio = rps / noop_rps;
+    Ok(vec![
+        Figure::new("http", "persisted commands/s", rps, "req/s")
+            .against("no-op route", noop_rps, "req/s")
+            .target(">= 0.5x no-op", ratio >= 0.5),
+        Figure::new("http", "p50", ms(lat.p50), "ms").against("no-op p50", ms(noop_lat.p50), "ms"),
+        Figure::new("http", "p99", ms(lat.p99), "ms")
+            .against("no-op p99", ms(noop_lat.p99), "ms")
+            .target("< 10 ms", lat.p99 < Duration::from_millis(10)),
+        Figure::new("http", "p99.9", ms(lat.p999), "ms").against(
+            "no-op p99.9",
+            ms(noop_lat.p999),
+            "ms",
+        ),
+        Figure::new("http", "errors", errors as f64, "req"),
+    ])
+}
+
+/// gRPC with a Rust client: `concurrency` requests in flight over
+/// `connections` HTTP/2 connections.
+pub async fn grpc(
+    grpc: &str,
+    w: &Workload,
+    connections: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Vec<Figure>> {
+    prepare(grpc, w).await?;
+    progress(&format!(
+        "gRPC: {concurrency} in flight over {connections} connections, {}s",
+        duration.as_secs()
+    ));
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        clients.push(EntitiesClient::new(channel(grpc).await?));
+    }
+    let deadline = Instant::now() + duration;
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (mut client, w, errors) = (
+            clients[t % clients.len()].clone(),
+            w.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = t;
+            while Instant::now() < deadline {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let id = (n >> 33) % w.entities.max(1);
+                let started = Instant::now();
+                match client.send(request(&w, id, &w.command)).await {
+                    Ok(_) => samples.push(started.elapsed()),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            samples
+        }));
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await.context("client task")?);
+    }
+    let elapsed = started.elapsed().max(duration);
+    let rps = samples.len() as f64 / elapsed.as_secs_f64();
+    let lat = Latencies::of(samples);
+    Ok(vec![
+        Figure::new("grpc", "persisted commands/s", rps, "req/s"),
+        Figure::new("grpc", "p50", ms(lat.p50), "ms"),
+        Figure::new("grpc", "p99", ms(lat.p99), "ms"),
+        Figure::new("grpc", "p99.9", ms(lat.p999), "ms"),
+        Figure::new(
+            "grpc",
+            "errors",
+            errors.load(Ordering::Relaxed) as f64,
+            "req",
+        ),
+    ])
+}
+
+/// The cost of one durable flush of one small batch on the disk of `dir`:
+/// the median of `rounds` single-event appends to a fresh sled journal.
+pub fn durable_flush(dir: &Path, rounds: usize) -> Result<Latencies> {
+    let tmp = tempfile::tempdir_in(dir)
+        .with_context(|| format!("temporary directory in {}", dir.display()))?;
+    let journal = SledJournal::open(tmp.path(), SledOptions::default())?;
+    let fence = journal.claim_shards(&[0])?[0];
+    let key = EntityKey::new(0, "flush", "probe");
+    let mut samples = Vec::with_capacity(rounds);
+    for seq in 0..rounds as u64 {
+        let append = EntityAppend {
+            key: key.clone(),
+            expected_seq_nr: seq,
+            fence,
+            events: vec![EventRecord {
+                command_id: format!("c{seq}"),
+                timestamp_ms: 0,
+                payload: br#"{"deposited":{"amount":1}}"#.to_vec(),
+                reply: Some(br#"{"balance":1}"#.to_vec()),
+            }],
+        };
+        let started = Instant::now();
+        let result = journal.append(vec![append]);
+        samples.push(started.elapsed());
+        if let Some(Err(e)) = result.into_iter().next() {
+            bail!("flush probe failed: {e}");
+        }
+    }
+    Ok(Latencies::of(samples))
+}
+
+/// One entity, one connection, one command at a time.
+pub async fn hot(
+    grpc: &str,
+    w: &Workload,
+    duration: Duration,
+    flush_dir: &Path,
+) -> Result<Vec<Figure>> {
+    let one = Workload {
+        entities: 1,
+        ..w.clone()
+    };
+    prepare(grpc, &one).await?;
+    progress(&format!(
+        "hot entity: sequential commands for {}s",
+        duration.as_secs()
+    ));
+    let mut client = EntitiesClient::new(channel(grpc).await?);
+    let deadline = Instant::now() + duration;
+    let mut samples = Vec::new();
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        client
+            .send(request(&one, 0, &one.command))
+            .await
+            .context("hot entity command")?;
+        samples.push(started.elapsed());
+    }
+    let lat = Latencies::of(samples);
+    progress("durable flush of one small batch on the same disk (200 rounds)");
+    let flush = tokio::task::spawn_blocking({
+        let dir = flush_dir.to_owned();
+        move || durable_flush(&dir, 200)
+    })
+    .await??;
+    let ratio = lat.p50.as_secs_f64() / flush.p50.as_secs_f64();
+    Ok(vec![
+        Figure::new("hot", "round trip p50", ms(lat.p50), "ms")
+            .against("durable flush p50", ms(flush.p50), "ms")
+            .target("<= 2x flush", ratio <= 2.0),
+        Figure::new("hot", "round trip p99", ms(lat.p99), "ms").against(
+            "durable flush p99",
+            ms(flush.p99),
+            "ms",
+        ),
+        Figure::new("hot", "commands", lat.count as f64, "cmd"),
+    ])
+}

@@ -1,0 +1,154 @@
+//! `stead bench`: the benchmark scenarios' flags, dispatched to
+//! [`crate::bench`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+use super::parse::at_least_one;
+
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    scenario: BenchScenario,
+    /// Entity type of the workload.
+    #[arg(long = "type", global = true, default_value = "account")]
+    entity_type: String,
+    /// Sent once to each entity before measuring.
+    #[arg(long, global = true, default_value = r#"{"open":{"owner":"bench"}}"#)]
+    setup: String,
+    /// Sent by every measured request.
+    #[arg(long, global = true, default_value = r#"{"deposit":{"amount":1}}"#)]
+    command: String,
+    /// Seconds each network measurement runs.
+    #[arg(long, global = true, default_value_t = 20)]
+    duration: u64,
+    /// Directory on the disk to measure (flush yardstick, in-process nodes).
+    #[arg(long, global = true, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BenchScenario {
+    /// HTTP ingress with wrk, beside the no-op route (a running node).
+    Http {
+        /// HTTP address of the node.
+        #[arg(long, default_value = "127.0.0.1:7480")]
+        http: String,
+        #[arg(long, default_value_t = 10_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
+    /// gRPC with many requests in flight over a few connections (a running node).
+    Grpc {
+        #[arg(long, default_value_t = 10_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// One entity, one connection, sequential; beside one durable flush.
+    Hot,
+    /// In process: commands/s through shards, wasm and journal.
+    Engine {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long, default_value_t = 200_000)]
+        commands: usize,
+        #[arg(long, default_value_t = 10_000)]
+        entities: usize,
+        /// Shard worker threads of the in-process node (default: one per core,
+        /// as `stead up`).
+        #[arg(long, value_parser = at_least_one::<usize>)]
+        workers: Option<usize>,
+    },
+    /// In process: RSS per active entity, and after passivation.
+    Memory {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        entities: usize,
+    },
+    /// In process: activation of a long history; restart over many entities.
+    Recovery {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 1_000)]
+        sample: usize,
+    },
+}
+
+pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
+    use crate::bench::{inprocess, network};
+    let duration = std::time::Duration::from_secs(args.duration.max(1));
+    let workload = |entities| network::Workload {
+        entity_type: args.entity_type.clone(),
+        entities,
+        setup: (!args.setup.is_empty()).then(|| args.setup.clone()),
+        command: args.command.clone(),
+    };
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
+    let figures = match args.scenario {
+        BenchScenario::Http {
+            http,
+            entities,
+            connections,
+        } => runtime()?.block_on(network::http(
+            addr,
+            &http,
+            &workload(entities),
+            connections,
+            duration,
+        ))?,
+        BenchScenario::Grpc {
+            entities,
+            connections,
+            concurrency,
+        } => runtime()?.block_on(network::grpc(
+            addr,
+            &workload(entities),
+            connections,
+            concurrency,
+            duration,
+        ))?,
+        BenchScenario::Hot => {
+            runtime()?.block_on(network::hot(addr, &workload(1), duration, &args.work_dir))?
+        }
+        BenchScenario::Engine {
+            component,
+            commands,
+            entities,
+            workers,
+        } => inprocess::engine(&args.work_dir, &component, commands, entities, workers)?,
+        BenchScenario::Memory {
+            component,
+            entities,
+        } => inprocess::memory(&args.work_dir, &component, entities)?,
+        BenchScenario::Recovery {
+            component,
+            events,
+            entities,
+            sample,
+        } => inprocess::recovery(&args.work_dir, &component, events, entities, sample)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        for figure in &figures {
+            println!("{}", figure.line());
+        }
+    }
+    Ok(())
+}

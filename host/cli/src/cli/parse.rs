@@ -1,0 +1,39 @@
+//! Value parsers of the flags: counts and durations that must be at least
+//! 1, and upper bounds that keep deadlines from overflowing.
+
+/// Parses a count or duration that must be at least 1: a zero is refused
+/// with an error naming the flag, instead of being silently raised.
+pub(crate) fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value: T = text.trim().parse().map_err(|e: T::Err| e.to_string())?;
+    if value < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(value)
+}
+
+/// Upper bounds of the durations and sizes `stead up` takes: far above any
+/// sensible setting, and low enough that deadlines computed from them
+/// (`now + 2 * timeout`, epoch ticks, bytes) cannot overflow.
+pub(crate) const MAX_CALL_DEADLINE_MS: u64 = 3_600_000; // 1 hour of CPU for one guest call
+pub(crate) const MAX_IDLE_TIMEOUT_SECS: u64 = 365 * 24 * 3600; // 1 year
+pub(crate) const MAX_REQUEST_TIMEOUT_MS: u64 = 24 * 3_600_000; // 1 day
+pub(crate) const MAX_MEMORY_LIMIT_MIB: usize = 1 << 20; // 1 TiB
+
+/// A parser for a value from 1 to `max`, each bound named in its error.
+pub(crate) fn up_to<T>(max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display + Copy + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
+{
+    move |text| {
+        let value = at_least_one::<T>(text)?;
+        if value > max {
+            return Err(format!("must be at most {max}"));
+        }
+        Ok(value)
+    }
+}

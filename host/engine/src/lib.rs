@@ -1,0 +1,281 @@
+//! The shard engine: where entities live while active.
+//!
+//! Every entity belongs to one shard ([`stead_types::shard::shard_of`], a
+//! fixed count per data directory), every shard to one worker thread
+//! ([`stead_types::shard::worker_of`]). A worker owns its shards' active
+//! entities outright (see [`worker`]), so there is exactly one writer per
+//! entity and no lock per entity.
+//!
+//! Shards move: [`Shards::acquire`] has each shard's worker claim the
+//! shard's lease ([`FenceToken`]) and serve it from then on;
+//! [`Shards::release`] has it stop taking the shard's commands, finish the
+//! ones queued before the release, drop the shard's entities and release
+//! the lease. Every append carries the lease's token, so a shard's previous
+//! holder can never write once another has claimed it. A request for a shard
+//! its worker does not hold fails with [`Error::NotOwner`] before it runs.
+//!
+//! Recovery ([`entity::activate`]) is lazy: an entity is read back (latest
+//! snapshot + later events, its own key range only) at its first command or
+//! view after an acquire or a passivation. Acquiring reads no entity.
+//!
+//! A worker's batch goes through three steps, each in its own module:
+//! [`worker`] (the loop, the batch, leases and passivation), `worker::invoke`
+//! (guest calls through the instance pool) and `worker::commit` (the
+//! group-committed append, then the replies).
+
+pub(crate) mod entity;
+mod error;
+pub(crate) mod memory;
+mod request;
+pub(crate) mod worker;
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use request::{CommandRequest, LeaseRequest, LeaseResult, Request, ViewRequest};
+use stead_journal::{EntityKey, FenceToken, Journal, ShardId};
+use stead_runtime::Registry;
+use stead_types::Clock;
+use stead_types::config::{Limits, ShardOptions};
+use stead_types::shard::worker_of;
+use worker::Worker;
+
+pub use error::Error;
+pub use request::{CommandReply, WorkerStats};
+
+/// What the workers share.
+pub struct EngineParts {
+    pub journal: Arc<dyn Journal>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    pub options: ShardOptions,
+    pub limits: Limits,
+}
+
+/// The workers and the routing to them.
+pub struct Shards {
+    senders: Vec<SyncSender<Request>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Shards {
+    /// Starts the workers, holding no shard yet.
+    pub fn start(parts: EngineParts) -> std::io::Result<Self> {
+        let workers = parts.options.workers.max(1);
+        let mut senders = Vec::with_capacity(workers);
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(parts.options.queue_depth.max(1));
+            let journal = parts.journal.clone();
+            let registry = parts.registry.clone();
+            let clock = parts.clock.clone();
+            let options = parts.options.clone();
+            let limits = parts.limits.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("stead-shard-worker-{index}"))
+                .spawn(move || Worker::new(journal, registry, clock, options, limits).run(rx))?;
+            senders.push(tx);
+            threads.push(thread);
+        }
+        Ok(Self { senders, threads })
+    }
+
+    fn sender(&self, shard: ShardId) -> &SyncSender<Request> {
+        &self.senders[worker_of(shard, self.senders.len())]
+    }
+
+    fn submit(&self, shard: ShardId, request: Request) -> Result<(), Error> {
+        match self.sender(shard).try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Error::Overloaded(format!(
+                "the worker of shard {shard} has its queue full; retry later"
+            ))),
+            Err(TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Has each shard's worker claim its lease and serve it; blocks until
+    /// every worker answered. Returns the tokens in the order of `shards`.
+    pub fn acquire(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
+        let mut tokens = self.lease_requests(shards, |shards, reply| {
+            Request::Acquire(LeaseRequest { shards, reply })
+        })?;
+        let order: std::collections::HashMap<ShardId, usize> =
+            shards.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        tokens.sort_by_key(|t| order.get(&t.shard).copied().unwrap_or(usize::MAX));
+        Ok(tokens)
+    }
+
+    /// Has each shard's worker stop serving it: commands queued before the
+    /// release finish (and their events are durable), later ones fail with
+    /// [`Error::NotOwner`], the shard's entities leave memory and its lease
+    /// is released. Blocks until every worker answered; returns the tokens
+    /// released (shards not held are skipped).
+    pub fn release(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
+        self.lease_requests(shards, |shards, reply| {
+            Request::Release(LeaseRequest { shards, reply })
+        })
+    }
+
+    /// Sends each worker its part of `shards` and gathers the answers.
+    fn lease_requests(
+        &self,
+        shards: &[ShardId],
+        make: impl Fn(Vec<ShardId>, std::sync::mpsc::Sender<LeaseResult>) -> Request,
+    ) -> Result<Vec<FenceToken>, Error> {
+        let workers = self.senders.len();
+        let mut per_worker: Vec<Vec<ShardId>> = vec![Vec::new(); workers];
+        for &shard in shards {
+            per_worker[worker_of(shard, workers)].push(shard);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asked = 0;
+        for (sender, part) in self.senders.iter().zip(per_worker) {
+            if part.is_empty() {
+                continue;
+            }
+            // A blocking send: a lease change must not be lost to a full queue.
+            sender
+                .send(make(part, tx.clone()))
+                .map_err(|_| Error::ShuttingDown)?;
+            asked += 1;
+        }
+        drop(tx);
+        let mut tokens = Vec::with_capacity(shards.len());
+        let mut first_error = None;
+        for _ in 0..asked {
+            match rx.recv().map_err(|_| Error::ShuttingDown)? {
+                Ok(mut t) => tokens.append(&mut t),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(tokens),
+        }
+    }
+
+    /// Queues a command; the receiver yields its outcome once durable.
+    pub fn command(
+        &self,
+        key: EntityKey,
+        command: Vec<u8>,
+        command_id: String,
+        deadline: Instant,
+        span: tracing::Span,
+    ) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let shard = key.shard;
+        self.submit(
+            shard,
+            Request::Command(CommandRequest {
+                key,
+                command,
+                command_id,
+                reply: tx,
+                deadline,
+                span,
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Queues a view request.
+    pub fn view(
+        &self,
+        key: EntityKey,
+        span: tracing::Span,
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>, Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let shard = key.shard;
+        self.submit(
+            shard,
+            Request::View(ViewRequest {
+                key,
+                reply: tx,
+                span,
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Queues a read of an entity's raw state bytes (test harnesses).
+    #[cfg(feature = "testing")]
+    pub fn state(
+        &self,
+        key: EntityKey,
+        span: tracing::Span,
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>, Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let shard = key.shard;
+        self.submit(
+            shard,
+            Request::State(ViewRequest {
+                key,
+                reply: tx,
+                span,
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Queues raw events to append to an entity (the harness's `given`).
+    #[cfg(feature = "testing")]
+    pub fn seed(
+        &self,
+        key: EntityKey,
+        events: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<u64, Error>>, Error> {
+        let (tx, rx) = oneshot::channel();
+        let shard = key.shard;
+        self.submit(
+            shard,
+            Request::Seed(request::SeedRequest {
+                key,
+                events,
+                reply: tx,
+            }),
+        )?;
+        Ok(rx)
+    }
+
+    /// Asks every worker to passivate all its entities; receivers yield counts.
+    pub fn passivate_all(&self) -> Vec<oneshot::Receiver<usize>> {
+        self.broadcast(Request::PassivateAll)
+    }
+
+    /// Asks every worker for its counters.
+    pub fn stats(&self) -> Vec<oneshot::Receiver<WorkerStats>> {
+        self.broadcast(Request::Stats)
+    }
+
+    fn broadcast<T>(
+        &self,
+        make: impl Fn(oneshot::Sender<T>) -> Request,
+    ) -> Vec<oneshot::Receiver<T>> {
+        self.senders
+            .iter()
+            .filter_map(|s| {
+                let (tx, rx) = oneshot::channel();
+                // A blocking send: control requests must not be lost to a full queue.
+                s.send(make(tx)).ok().map(|()| rx)
+            })
+            .collect()
+    }
+
+    /// Stops the workers after they finish what is queued.
+    pub fn shutdown(self) {
+        drop(self.senders);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard worker panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! A shard worker: one OS thread owning the shards it holds the lease of and
+//! every active entity in them.
+//!
+//! The loop takes a batch of queued requests, runs each command through the
+//! guest ([`invoke`]), appends every entity's new events in one journal
+//! call and then replies ([`commit`]). Views are answered after the
+//! batch's appends, so they never show state that is not durable.
+//!
+//! Invariants:
+//! - **One writer per entity**: only this thread touches its entities, in
+//!   queue order; an entity's commands in one batch chain on each other's
+//!   state and are appended as one run with one expected sequence number.
+//! - **Acknowledged = durable**: a command's reply (even one that persisted
+//!   nothing, which may depend on earlier commands of the batch) is sent only
+//!   after its entity's append returned `Ok`.
+//! - **Only held shards are served**: a request for a shard without a lease
+//!   here fails with `NotOwner` before it runs. A release is a barrier: what
+//!   was queued before it is committed first, then the shard's entities
+//!   leave memory and the lease is released.
+//! - A failed append drops the entity from memory, so its next command
+//!   recovers it from the journal; its commands in the batch fail.
+//! - No task, instance or lock per entity: an active entity is its state,
+//!   sequence numbers, dedup window and last-use time.
+
+// foldhash: these maps are hit several times per command and keyed by
+// caller-chosen ids (seeded, so collisions cannot be planned).
+use foldhash::{HashMap, HashSet, HashSetExt};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use stead_journal::{EntityKey, FenceToken, Journal, ShardId};
+use stead_runtime::Registry;
+use stead_types::Clock;
+use stead_types::config::{Limits, ShardOptions};
+
+use crate::Error;
+use crate::entity::ActiveEntity;
+use crate::memory;
+use crate::request::{LeaseResult, Request, WorkerStats};
+
+mod commit;
+mod invoke;
+
+use commit::Batch;
+use invoke::InstancePool;
+
+/// Everything a worker owns, created on its thread.
+pub(crate) struct Worker {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: ShardOptions,
+    pub(crate) limits: Limits,
+    /// The leases this worker holds: the shards it serves.
+    pub(crate) fences: HashMap<ShardId, FenceToken>,
+    pub(crate) entities: HashMap<EntityKey, ActiveEntity>,
+    pub(crate) pool: InstancePool,
+    /// Requests held back by the activation budget, first in the next batch.
+    deferred: Vec<Request>,
+    pub(crate) activations: u64,
+    passivations: u64,
+    deferred_total: u64,
+}
+
+/// The activation budget of one batch: past it, requests for entities not
+/// in memory wait for the next batch, and so does every later request for
+/// an entity already held back (an entity's requests stay in order).
+struct Activations {
+    left: usize,
+    deferred: HashSet<EntityKey>,
+}
+
+impl Activations {
+    /// Whether the request for `key` waits for the next batch; otherwise it
+    /// takes one activation from the budget if `key` is not in memory.
+    fn defer(&mut self, key: &EntityKey, active: &HashMap<EntityKey, ActiveEntity>) -> bool {
+        if self.deferred.contains(key) {
+            return true;
+        }
+        if active.contains_key(key) {
+            return false;
+        }
+        if self.left == 0 {
+            self.deferred.insert(key.clone());
+            return true;
+        }
+        // Several requests of one entity in a batch count it once: the
+        // first activates it, the rest find it in memory.
+        self.left -= 1;
+        false
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(
+        journal: Arc<dyn Journal>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        options: ShardOptions,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            journal,
+            registry,
+            clock,
+            options,
+            limits,
+            fences: HashMap::default(),
+            entities: HashMap::default(),
+            pool: InstancePool::default(),
+            deferred: Vec::new(),
+            activations: 0,
+            passivations: 0,
+            deferred_total: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        let sweep_every = (self.options.idle_timeout / 4).max(Duration::from_millis(50));
+        let mut last_sweep = Instant::now();
+        loop {
+            // Deferred requests go first, in their order; wait for new ones
+            // only when there are none.
+            let mut batch = std::mem::take(&mut self.deferred);
+            if batch.is_empty() {
+                match rx.recv_timeout(sweep_every) {
+                    Ok(request) => batch.push(request),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            if !batch.is_empty() {
+                while batch.len() < self.options.max_batch {
+                    match rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                self.process(batch);
+            }
+            if last_sweep.elapsed() >= sweep_every {
+                self.passivate_idle();
+                last_sweep = Instant::now();
+            }
+        }
+    }
+
+    /// The monotonic time entities' last use is measured in.
+    pub(crate) fn mono_ms(&self) -> u64 {
+        self.clock.mono_ms()
+    }
+
+    fn passivate_idle(&mut self) {
+        let now = self.mono_ms();
+        let idle = u64::try_from(self.options.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let before = self.entities.len();
+        self.entities
+            .retain(|_, e| now.saturating_sub(e.last_used_ms) < idle);
+        self.after_passivation(before - self.entities.len());
+    }
+
+    /// Counts passivated entities and gives memory back after many.
+    fn after_passivation(&mut self, passivated: usize) {
+        if passivated == 0 {
+            return;
+        }
+        self.passivations += passivated as u64;
+        tracing::debug!(
+            passivated,
+            active = self.entities.len(),
+            "passivated entities"
+        );
+        if self.entities.is_empty() {
+            self.entities = HashMap::default();
+        } else if self.entities.capacity() > 4 * self.entities.len() {
+            self.entities.shrink_to_fit();
+        }
+        if passivated >= memory::RELEASE_AFTER_PASSIVATIONS {
+            memory::release_free_memory();
+        }
+    }
+
+    fn process(&mut self, requests: Vec<Request>) {
+        let mut batch = Batch::new(self.clock.wall_ms());
+        let mut budget = Activations {
+            left: self.options.max_activations_per_batch.max(1),
+            deferred: HashSet::new(),
+        };
+        let mut requests = requests.into_iter();
+        while let Some(request) = requests.next() {
+            match request {
+                Request::Command(cmd) => {
+                    if !self.fences.contains_key(&cmd.key.shard) {
+                        let _ = cmd.reply.send(Err(Error::NotOwner(cmd.key.shard)));
+                        continue;
+                    }
+                    if budget.defer(&cmd.key, &self.entities) {
+                        self.deferred_total += 1;
+                        self.deferred.push(Request::Command(cmd));
+                        continue;
+                    }
+                    let span = cmd.span.clone();
+                    let _enter = span.enter();
+                    if Instant::now() >= cmd.deadline {
+                        tracing::debug!("deadline passed in the queue: not executed");
+                        let _ = cmd.reply.send(Err(Error::DeadlineExceeded(
+                            "the command waited in the queue past its deadline and was not executed; it is safe to retry".into(),
+                        )));
+                        continue;
+                    }
+                    self.handle(cmd, &mut batch);
+                }
+                Request::View(view) => {
+                    if !self.fences.contains_key(&view.key.shard) {
+                        let _ = view.reply.send(Err(Error::NotOwner(view.key.shard)));
+                    } else if budget.defer(&view.key, &self.entities) {
+                        self.deferred_total += 1;
+                        self.deferred.push(Request::View(view));
+                    } else {
+                        batch.views.push(view);
+                    }
+                }
+                #[cfg(feature = "testing")]
+                Request::State(req) => batch.states.push(req),
+                #[cfg(feature = "testing")]
+                Request::Seed(req) => batch.seeds.push(req),
+                Request::Acquire(req) => {
+                    let result = self.acquire(&req.shards);
+                    let _ = req.reply.send(result);
+                }
+                Request::Release(req) => {
+                    if !budget.deferred.is_empty() {
+                        // Requests held back by the budget were queued before
+                        // the release: it waits for them, and so does
+                        // everything after it, to keep the queue's order.
+                        self.deferred.push(Request::Release(req));
+                        self.deferred.extend(requests);
+                        break;
+                    }
+                    // A barrier: what came before it is committed first.
+                    let done = std::mem::replace(&mut batch, Batch::new(self.clock.wall_ms()));
+                    self.finish(done);
+                    let result = self.release(&req.shards);
+                    let _ = req.reply.send(result);
+                }
+                Request::PassivateAll(tx) => {
+                    let n = self.entities.len();
+                    self.entities = HashMap::default();
+                    self.after_passivation(n);
+                    let _ = tx.send(n);
+                }
+                Request::Stats(tx) => {
+                    let _ = tx.send(WorkerStats {
+                        active_entities: self.entities.len(),
+                        activations: self.activations,
+                        deferred: self.deferred_total,
+                        passivations: self.passivations,
+                        shards: self.fences.len(),
+                    });
+                }
+            }
+        }
+        self.finish(batch);
+    }
+
+    /// Claims the leases of `shards` and serves them from now on.
+    fn acquire(&mut self, shards: &[ShardId]) -> LeaseResult {
+        let tokens = self.journal.claim_shards(shards).map_err(Error::Storage)?;
+        for token in &tokens {
+            // Entities of a shard held before are stale: another holder may
+            // have written since.
+            if self.fences.insert(token.shard, *token).is_none() {
+                self.entities.retain(|key, _| key.shard != token.shard);
+            }
+        }
+        tracing::info!(shards = tokens.len(), "shards acquired");
+        Ok(tokens)
+    }
+
+    /// Stops serving `shards`: drops their entities and releases the leases.
+    fn release(&mut self, shards: &[ShardId]) -> LeaseResult {
+        let tokens: Vec<FenceToken> = shards
+            .iter()
+            .filter_map(|shard| self.fences.remove(shard))
+            .collect();
+        if tokens.is_empty() {
+            return Ok(tokens);
+        }
+        let released: HashSet<ShardId> = tokens.iter().map(|t| t.shard).collect();
+        let before = self.entities.len();
+        self.entities
+            .retain(|key, _| !released.contains(&key.shard));
+        self.after_passivation(before - self.entities.len());
+        self.journal
+            .release_shards(&tokens)
+            .map_err(Error::Storage)?;
+        tracing::info!(shards = tokens.len(), "shards released");
+        Ok(tokens)
+    }
+}

@@ -1,0 +1,198 @@
+//! The end of a worker's batch: one journal append for every entity that
+//! has new events, then the replies, snapshots and the batch's reads.
+//!
+//! Invariants: a reply leaves only after its entity's append returned `Ok`
+//! (or with that append's error); an entity whose append failed leaves
+//! memory, so its next request recovers it from the journal; views and
+//! state reads are answered after the append, never from undurable state.
+
+use foldhash::{HashMap, HashMapExt};
+use tokio::sync::oneshot;
+use tracing::Span;
+
+use stead_journal::{EntityAppend, EntityKey, EventRecord, SnapshotRecord};
+
+use super::Worker;
+use crate::Error;
+use crate::request::{CommandReply, ViewRequest};
+
+/// What one batch has gathered for its end.
+pub(crate) struct Batch {
+    /// The wall time commands of this batch see (`now-ms`), also stored as
+    /// their events' timestamp.
+    pub(crate) now_ms: u64,
+    pub(crate) pending: Vec<Pending>,
+    pub(crate) staged: HashMap<EntityKey, Staged>,
+    pub(crate) views: Vec<ViewRequest>,
+    #[cfg(feature = "testing")]
+    pub(crate) states: Vec<ViewRequest>,
+    #[cfg(feature = "testing")]
+    pub(crate) seeds: Vec<crate::request::SeedRequest>,
+}
+
+impl Batch {
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Self {
+            now_ms,
+            pending: Vec::new(),
+            staged: HashMap::new(),
+            views: Vec::new(),
+            #[cfg(feature = "testing")]
+            states: Vec::new(),
+            #[cfg(feature = "testing")]
+            seeds: Vec::new(),
+        }
+    }
+}
+
+/// A command accepted by the guest, waiting for its entity's append.
+pub(crate) struct Pending {
+    pub(crate) key: EntityKey,
+    pub(crate) reply_tx: oneshot::Sender<Result<CommandReply, Error>>,
+    pub(crate) reply: Vec<u8>,
+    pub(crate) seq_nr: u64,
+    pub(crate) duplicate: bool,
+    pub(crate) span: Span,
+}
+
+/// One entity's events staged in this batch.
+pub(crate) struct Staged {
+    pub(crate) expected_seq_nr: u64,
+    pub(crate) events: Vec<EventRecord>,
+}
+
+impl Worker {
+    /// Appends the batch's events, replies to its commands, then answers
+    /// its reads.
+    pub(crate) fn finish(&mut self, batch: Batch) {
+        self.commit(batch.pending, batch.staged);
+        #[cfg(feature = "testing")]
+        {
+            for seed in batch.seeds {
+                let result = self.seed(&seed.key, seed.events);
+                let _ = seed.reply.send(result);
+            }
+            for req in batch.states {
+                let result = self.state_of(&req.key);
+                let _ = req.reply.send(result);
+            }
+        }
+        for view in batch.views {
+            let span = view.span.clone();
+            let _enter = span.enter();
+            let result = self.view(&view.key);
+            let _ = view.reply.send(result);
+        }
+    }
+
+    /// Appends the staged events of every entity in one journal call, then
+    /// replies to the pending commands.
+    fn commit(&mut self, pending: Vec<Pending>, staged: HashMap<EntityKey, Staged>) {
+        let mut failed: HashMap<EntityKey, Error> = HashMap::new();
+        if !staged.is_empty() {
+            let mut appends = Vec::with_capacity(staged.len());
+            for (key, s) in staged {
+                let Some(fence) = self.fences.get(&key.shard).copied() else {
+                    failed.insert(key.clone(), Error::NotOwner(key.shard));
+                    continue;
+                };
+                appends.push(EntityAppend {
+                    key,
+                    expected_seq_nr: s.expected_seq_nr,
+                    fence,
+                    events: s.events,
+                });
+            }
+            let keys: Vec<EntityKey> = appends.iter().map(|a| a.key.clone()).collect();
+            let results = self.journal.append(appends);
+            for (key, result) in keys.into_iter().zip(results) {
+                match result {
+                    Ok(()) => self.after_durable(&key),
+                    Err(e) => {
+                        tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
+                        failed.insert(key, Error::from(e));
+                    }
+                }
+            }
+            for key in failed.keys() {
+                self.entities.remove(key);
+            }
+        }
+        for p in pending {
+            let _enter = p.span.enter();
+            let result = match failed.get(&p.key) {
+                Some(error) => Err(error.clone()),
+                None => Ok(CommandReply {
+                    reply: p.reply,
+                    seq_nr: p.seq_nr,
+                    duplicate: p.duplicate,
+                }),
+            };
+            let _ = p.reply_tx.send(result);
+        }
+    }
+
+    /// Marks an entity's events durable and snapshots it per its policy.
+    fn after_durable(&mut self, key: &EntityKey) {
+        let Some(entity) = self.entities.get_mut(key) else {
+            return;
+        };
+        entity.durable_seq_nr = entity.seq_nr;
+        let Some(deployment) = self.registry.get(&key.entity_type) else {
+            return;
+        };
+        let every = u64::from(deployment.info.snapshot_every);
+        if every == 0 || entity.seq_nr - entity.snapshot_seq_nr < every {
+            return;
+        }
+        let snapshot = SnapshotRecord {
+            seq_nr: entity.seq_nr,
+            version: deployment.hash.clone(),
+            state: entity.state.clone(),
+            dedup: entity.dedup.entries(),
+        };
+        match self.journal.save_snapshot(key, &snapshot) {
+            Ok(()) => {
+                entity.snapshot_seq_nr = entity.seq_nr;
+                tracing::debug!(seq_nr = entity.seq_nr, "snapshot saved");
+            }
+            // A snapshot is an optimisation: recovery replays more instead.
+            Err(e) => tracing::warn!(entity = %key, error = %e, "snapshot not saved"),
+        }
+    }
+
+    /// Appends `events` to an entity as if commands had emitted them.
+    #[cfg(feature = "testing")]
+    fn seed(&mut self, key: &EntityKey, events: Vec<Vec<u8>>) -> Result<u64, Error> {
+        self.entities.remove(key);
+        let fence = *self
+            .fences
+            .get(&key.shard)
+            .ok_or(Error::NotOwner(key.shard))?;
+        let last = self.journal.last_seq_nr(key).map_err(Error::Storage)?;
+        let n = events.len() as u64;
+        if n == 0 {
+            return Ok(last);
+        }
+        let records = events
+            .into_iter()
+            .map(|payload| EventRecord {
+                command_id: String::new(),
+                timestamp_ms: 0,
+                payload,
+                reply: None,
+            })
+            .collect();
+        let append = EntityAppend {
+            key: key.clone(),
+            expected_seq_nr: last,
+            fence,
+            events: records,
+        };
+        match self.journal.append(vec![append]).pop() {
+            Some(Ok(())) => Ok(last + n),
+            Some(Err(e)) => Err(Error::from(e)),
+            None => Err(Error::Internal("the journal returned no result".into())),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The middle of a worker's batch: guest calls, through a pool of instances.
+//!
+//! [`InstancePool`] keeps one idle instance per entity type; [`Pooled`] is an
+//! instance taken from it, which goes back when dropped unless a call on it
+//! faulted (an instance that trapped, ran out of time or memory, or returned
+//! invalid output is never reused). The runtime checks what a guest returns
+//! against the limits; this module turns outcomes into staged events,
+//! pending replies and errors.
+//!
+//! Invariant: a command changes its entity in memory only after the guest
+//! decided and its output passed the limits; anything else leaves the entity
+//! as it was.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use foldhash::HashMap;
+
+use stead_journal::{EntityKey, EventRecord};
+use stead_runtime::{CommandCall, Deployment, GuestFault, GuestInstance, Rejection};
+
+use super::Worker;
+use super::commit::{Batch, Pending, Staged};
+use crate::Error;
+use crate::entity::{ActivationError, activate};
+use crate::request::CommandRequest;
+
+/// Idle instances, one per entity type. Lives on its worker's thread.
+#[derive(Default)]
+pub(crate) struct InstancePool {
+    idle: Rc<RefCell<HashMap<String, GuestInstance>>>,
+}
+
+impl InstancePool {
+    /// An instance of the live `deployment`: the pooled one if it belongs to
+    /// that deployment (a new deployment replaces older instances), else a
+    /// new one.
+    fn take(&self, deployment: &Deployment) -> Result<Pooled, GuestFault> {
+        let name = &deployment.info.name;
+        let pooled = self.idle.borrow_mut().remove_entry(name.as_str());
+        let (entity_type, instance) = match pooled {
+            Some((key, instance)) if instance.deployment_hash == deployment.hash => (key, instance),
+            _ => (name.clone(), deployment.instantiate()?),
+        };
+        Ok(Pooled {
+            instance: Some(instance),
+            entity_type,
+            pool: self.idle.clone(),
+            faulted: false,
+        })
+    }
+}
+
+/// An instance out of the pool; back into it on drop unless it faulted.
+pub(crate) struct Pooled {
+    instance: Option<GuestInstance>,
+    entity_type: String,
+    pool: Rc<RefCell<HashMap<String, GuestInstance>>>,
+    faulted: bool,
+}
+
+impl Pooled {
+    /// Runs `f` on the instance; an error `is_fault` says is one discards it.
+    fn with<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut GuestInstance) -> Result<T, E>,
+        is_fault: impl FnOnce(&E) -> bool,
+    ) -> Result<T, E> {
+        let instance = self
+            .instance
+            .as_mut()
+            .expect("a pooled instance is present until dropped");
+        let result = f(instance);
+        if let Err(e) = &result
+            && is_fault(e)
+        {
+            self.faulted = true;
+        }
+        result
+    }
+
+    /// Runs a guest call; a fault discards the instance.
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut GuestInstance) -> Result<T, GuestFault>,
+    ) -> Result<T, GuestFault> {
+        self.with(f, |_| true)
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if !self.faulted
+            && let Some(instance) = self.instance.take()
+        {
+            self.pool
+                .borrow_mut()
+                .insert(std::mem::take(&mut self.entity_type), instance);
+        }
+    }
+}
+
+/// A command's result before its append.
+struct Invoked {
+    seq_nr: u64,
+    reply: Vec<u8>,
+    duplicate: bool,
+}
+
+impl Worker {
+    /// Runs one command: its reply waits in `batch` for the append, or its
+    /// error goes back at once.
+    pub(crate) fn handle(&mut self, cmd: CommandRequest, batch: &mut Batch) {
+        let CommandRequest {
+            key,
+            command,
+            command_id,
+            reply,
+            span,
+            deadline: _,
+        } = cmd;
+        match self.invoke(&key, &command, &command_id, batch) {
+            Ok(invoked) => {
+                span.record("seq_nr", invoked.seq_nr);
+                batch.pending.push(Pending {
+                    key,
+                    reply_tx: reply,
+                    reply: invoked.reply,
+                    seq_nr: invoked.seq_nr,
+                    duplicate: invoked.duplicate,
+                    span,
+                });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn invoke(
+        &mut self,
+        key: &EntityKey,
+        command: &[u8],
+        command_id: &str,
+        batch: &mut Batch,
+    ) -> Result<Invoked, Error> {
+        let mut instance = self.instance_for(&key.entity_type)?;
+        self.ensure_active(key, &mut instance)?;
+        // Deduplication: a command id already persisted for this entity gets
+        // the original reply and persists nothing.
+        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, &batch.pending)? {
+            tracing::debug!(seq_nr, "duplicate command id: original reply");
+            return Ok(Invoked {
+                seq_nr,
+                reply,
+                duplicate: true,
+            });
+        }
+        let entity = self.entities.get(key).ok_or_else(vanished)?;
+        let seq_before = entity.seq_nr;
+        let call = CommandCall {
+            entity_type: &key.entity_type,
+            entity_id: &key.entity_id,
+            seq_nr: seq_before,
+            now_ms: batch.now_ms,
+            command_id,
+        };
+        let limits = &self.limits;
+        let decision = match instance.call(|i| i.decide(call, &entity.state, command, limits)) {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(rejection)) => {
+                let error = refusal(key, rejection);
+                tracing::debug!(error = %error, "command refused");
+                return Err(error);
+            }
+            Err(fault) => {
+                tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest fault");
+                return Err(Error::guest(&key.entity_type, fault));
+            }
+        };
+        drop(instance);
+        let n = decision.events.len() as u64;
+        let seq_after = seq_before + n;
+        if let Some(last) = decision.events.len().checked_sub(1) {
+            let staged = batch.staged.entry(key.clone()).or_insert_with(|| Staged {
+                expected_seq_nr: seq_before,
+                events: Vec::new(),
+            });
+            for (i, payload) in decision.events.into_iter().enumerate() {
+                staged.events.push(EventRecord {
+                    command_id: command_id.to_owned(),
+                    timestamp_ms: batch.now_ms,
+                    payload,
+                    reply: (i == last).then(|| decision.reply.clone()),
+                });
+            }
+        }
+        if let Some(entity) = self.entities.get_mut(key) {
+            entity.state = decision.state;
+            entity.seq_nr = seq_after;
+            if n > 0 {
+                entity
+                    .dedup
+                    .push(command_id, seq_after, self.options.dedup_window);
+            }
+        }
+        Ok(Invoked {
+            seq_nr: seq_after,
+            reply: decision.reply,
+            duplicate: false,
+        })
+    }
+
+    /// An instance of the type's live deployment.
+    fn instance_for(&self, entity_type: &str) -> Result<Pooled, Error> {
+        let deployment = self
+            .registry
+            .get(entity_type)
+            .ok_or_else(|| Error::UnknownType(entity_type.to_owned()))?;
+        self.pool
+            .take(&deployment)
+            .map_err(|fault| Error::guest(entity_type, fault))
+    }
+
+    /// Makes sure `key` is in memory, recovering it if needed.
+    fn ensure_active(&mut self, key: &EntityKey, instance: &mut Pooled) -> Result<(), Error> {
+        if !self.entities.contains_key(key) {
+            let journal = self.journal.as_ref();
+            let window = self.options.dedup_window;
+            // Activation faults discard the instance; journal errors keep it.
+            let entity = instance
+                .with(
+                    |i| activate(journal, i, key, window, false),
+                    |e| matches!(e, ActivationError::Guest(_)),
+                )
+                .map_err(|e| Error::activation(key, e))?;
+            self.activations += 1;
+            tracing::debug!(seq_nr = entity.seq_nr, "activated");
+            self.entities.insert(key.clone(), entity);
+        }
+        let now = self.mono_ms();
+        if let Some(entity) = self.entities.get_mut(key) {
+            entity.last_used_ms = now;
+        }
+        Ok(())
+    }
+
+    /// Looks the command id up in the entity's window; a hash match is
+    /// confirmed against the stored event (or this batch's pending replies).
+    fn find_duplicate(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+        pending: &[Pending],
+    ) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        let Some(entity) = self.entities.get(key) else {
+            return Ok(None);
+        };
+        for seq_nr in entity.dedup.candidates(command_id) {
+            if seq_nr > entity.durable_seq_nr {
+                // Persisted in this batch: its reply is pending here.
+                if let Some(p) = pending
+                    .iter()
+                    .find(|p| !p.duplicate && p.key == *key && p.seq_nr == seq_nr)
+                {
+                    return Ok(Some((seq_nr, p.reply.clone())));
+                }
+                continue;
+            }
+            let events = self
+                .journal
+                .read_events(key, seq_nr, 1)
+                .map_err(Error::Storage)?;
+            if let Some(event) = events.first()
+                && event.seq_nr == seq_nr
+                && event.record.command_id == command_id
+                && let Some(reply) = &event.record.reply
+            {
+                return Ok(Some((seq_nr, reply.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The entity's view, recovering it if needed.
+    pub(crate) fn view(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
+        let mut instance = self.instance_for(&key.entity_type)?;
+        self.ensure_active(key, &mut instance)?;
+        let entity = self.entities.get(key).ok_or_else(vanished)?;
+        let limits = &self.limits;
+        instance
+            .call(|i| i.checked_view(&key.entity_type, &key.entity_id, &entity.state, limits))
+            .map_err(|fault| Error::guest(&key.entity_type, fault))
+    }
+
+    /// The entity's raw state bytes, recovering it if needed.
+    #[cfg(feature = "testing")]
+    pub(crate) fn state_of(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
+        let mut instance = self.instance_for(&key.entity_type)?;
+        self.ensure_active(key, &mut instance)?;
+        self.entities
+            .get(key)
+            .map(|e| e.state.clone())
+            .ok_or_else(vanished)
+    }
+}
+
+fn vanished() -> Error {
+    Error::Internal("entity vanished after activation".into())
+}
+
+/// The error of a command the guest refused (the instance stays usable).
+fn refusal(key: &EntityKey, rejection: Rejection) -> Error {
+    match rejection {
+        Rejection::Rejected(m) => Error::Rejected(m),
+        Rejection::InvalidCommand(m) => Error::InvalidCommand(m),
+        Rejection::InvalidState(m) => Error::guest(
+            &key.entity_type,
+            GuestFault::InvalidOutput(format!("the guest cannot decode this entity's state: {m}")),
+        ),
+    }
+}

@@ -1,0 +1,378 @@
+//! The conformance suite of the [`Journal`] contract.
+//!
+//! Every backend runs [`run_all`] with a function that opens the backend on a
+//! directory (fresh for each case; reopened on the same directory for the
+//! durability cases). A failure names the case and the guarantee broken.
+
+use std::path::Path;
+
+mod model;
+
+use crate::{
+    AppendError, EntityAppend, EntityKey, EventRecord, FenceToken, Journal, SnapshotRecord,
+};
+
+/// An event record with `command_id` and `payload`, no reply.
+pub fn event(command_id: &str, payload: &[u8]) -> EventRecord {
+    EventRecord {
+        command_id: command_id.to_owned(),
+        timestamp_ms: 1,
+        payload: payload.to_vec(),
+        reply: None,
+    }
+}
+
+fn append(key: &EntityKey, expected: u64, fence: FenceToken, payloads: &[&str]) -> EntityAppend {
+    EntityAppend {
+        key: key.clone(),
+        expected_seq_nr: expected,
+        fence,
+        events: payloads
+            .iter()
+            .map(|p| event("cmd", p.as_bytes()))
+            .collect(),
+    }
+}
+
+fn payloads<J: Journal>(journal: &J, key: &EntityKey, from: u64) -> Vec<(u64, String)> {
+    journal
+        .read_events(key, from, usize::MAX)
+        .expect("read_events")
+        .into_iter()
+        .map(|e| {
+            (
+                e.seq_nr,
+                String::from_utf8_lossy(&e.record.payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Opens a backend on a directory.
+pub type Opener<'a, J> = &'a dyn Fn(&Path) -> J;
+/// One named case of the suite.
+type Case<J> = (&'static str, fn(Opener<'_, J>));
+
+/// Runs every case against the backend `open` opens, then the model-based
+/// property test (random operations against the simplest model of the
+/// contract, across reopens and fence changes).
+pub fn run_all<J: Journal>(open: Opener<'_, J>) {
+    run_cases(open);
+    model::check_against_model(open);
+}
+
+/// Runs the named cases only.
+pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
+    let cases: &[Case<J>] = &[
+        (
+            "events_are_numbered_from_one_and_read_in_order",
+            events_are_numbered_from_one_and_read_in_order,
+        ),
+        (
+            "a_stale_expected_seq_nr_conflicts_and_writes_nothing",
+            a_stale_expected_seq_nr_conflicts_and_writes_nothing,
+        ),
+        (
+            "appends_of_one_call_succeed_or_fail_per_entity",
+            appends_of_one_call_succeed_or_fail_per_entity,
+        ),
+        (
+            "successive_appends_to_one_entity_in_one_call_chain",
+            successive_appends_to_one_entity_in_one_call_chain,
+        ),
+        (
+            "a_stale_or_foreign_fence_is_refused",
+            a_stale_or_foreign_fence_is_refused,
+        ),
+        (
+            "a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it",
+            a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it,
+        ),
+        (
+            "snapshots_are_latest_wins_and_per_entity",
+            snapshots_are_latest_wins_and_per_entity,
+        ),
+        (
+            "shards_list_only_their_own_entities",
+            shards_list_only_their_own_entities,
+        ),
+        (
+            "entities_with_prefix_ids_do_not_see_each_others_events",
+            entities_with_prefix_ids_do_not_see_each_others_events,
+        ),
+        (
+            "everything_acknowledged_survives_a_reopen",
+            everything_acknowledged_survives_a_reopen,
+        ),
+    ];
+    for (name, case) in cases {
+        eprintln!("journal conformance: {name}");
+        case(open);
+    }
+}
+
+fn fresh<J: Journal>(open: &dyn Fn(&Path) -> J) -> (tempfile::TempDir, J, FenceToken, FenceToken) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = open(dir.path());
+    let tokens = journal.claim_shards(&[0, 1]).expect("claim_shards");
+    (dir, journal, tokens[0], tokens[1])
+}
+
+fn events_are_numbered_from_one_and_read_in_order<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, _) = fresh(open);
+    let k = EntityKey::new(0, "account", "a");
+    assert_eq!(j.last_seq_nr(&k), Ok(0), "unknown entity has seq 0");
+    assert!(j.read_events(&k, 1, 10).expect("read").is_empty());
+    assert_eq!(
+        j.append(vec![append(&k, 0, f0, &["e1", "e2", "e3"])]),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        j.append(vec![append(&k, 3, f0, &["e4", "e5"])]),
+        vec![Ok(())]
+    );
+    assert_eq!(j.last_seq_nr(&k), Ok(5));
+    let all = payloads(&j, &k, 1);
+    assert_eq!(
+        all,
+        (1..=5).map(|i| (i, format!("e{i}"))).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        payloads(&j, &k, 4),
+        vec![(4, "e4".into()), (5, "e5".into())]
+    );
+    assert_eq!(payloads(&j, &k, 0).len(), 5, "from 0 reads from the start");
+    assert!(
+        payloads(&j, &k, 6).is_empty(),
+        "reading past the end is empty"
+    );
+    let limited = j.read_events(&k, 2, 2).expect("read");
+    assert_eq!(
+        limited.iter().map(|e| e.seq_nr).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(limited[0].record.command_id, "cmd");
+}
+
+fn a_stale_expected_seq_nr_conflicts_and_writes_nothing<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, _) = fresh(open);
+    let k = EntityKey::new(0, "account", "a");
+    assert_eq!(
+        j.append(vec![append(&k, 0, f0, &["e1", "e2"])]),
+        vec![Ok(())]
+    );
+    for stale in [0, 1, 3] {
+        let r = j.append(vec![append(&k, stale, f0, &["x"])]);
+        assert_eq!(
+            r,
+            vec![Err(AppendError::Conflict {
+                key: k.clone(),
+                expected: stale,
+                actual: 2
+            })]
+        );
+    }
+    assert_eq!(j.last_seq_nr(&k), Ok(2));
+    assert_eq!(
+        payloads(&j, &k, 1),
+        vec![(1, "e1".into()), (2, "e2".into())]
+    );
+}
+
+fn appends_of_one_call_succeed_or_fail_per_entity<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, _) = fresh(open);
+    let a = EntityKey::new(0, "t", "a");
+    let b = EntityKey::new(0, "t", "b");
+    assert_eq!(j.append(vec![append(&b, 0, f0, &["b1"])]), vec![Ok(())]);
+    let r = j.append(vec![
+        append(&a, 0, f0, &["a1", "a2"]),
+        append(&b, 0, f0, &["b-stale", "b-stale2"]),
+    ]);
+    assert_eq!(r[0], Ok(()));
+    assert!(matches!(r[1], Err(AppendError::Conflict { .. })), "{r:?}");
+    assert_eq!(payloads(&j, &a, 1).len(), 2);
+    assert_eq!(
+        payloads(&j, &b, 1),
+        vec![(1, "b1".into())],
+        "the refused entity got none of its events"
+    );
+    let empty = EntityAppend {
+        key: a.clone(),
+        expected_seq_nr: 2,
+        fence: f0,
+        events: vec![],
+    };
+    assert!(matches!(
+        j.append(vec![empty])[0],
+        Err(AppendError::Invalid { .. })
+    ));
+}
+
+fn successive_appends_to_one_entity_in_one_call_chain<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, _) = fresh(open);
+    let k = EntityKey::new(0, "t", "a");
+    let r = j.append(vec![
+        append(&k, 0, f0, &["1", "2"]),
+        append(&k, 2, f0, &["3"]),
+        append(&k, 0, f0, &["no"]),
+    ]);
+    assert_eq!(r[0], Ok(()));
+    assert_eq!(r[1], Ok(()));
+    assert!(
+        matches!(r[2], Err(AppendError::Conflict { actual: 3, .. })),
+        "{r:?}"
+    );
+    assert_eq!(j.last_seq_nr(&k), Ok(3));
+}
+
+fn a_stale_or_foreign_fence_is_refused<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, old, f1) = fresh(open);
+    let k = EntityKey::new(0, "t", "a");
+    let new = j.claim_shards(&[0]).expect("reclaim")[0];
+    assert!(new.epoch > old.epoch, "a claim moves the epoch forward");
+    let r = j.append(vec![append(&k, 0, old, &["stale"])]);
+    assert_eq!(
+        r,
+        vec![Err(AppendError::Fenced {
+            shard: 0,
+            presented: old.epoch,
+            current: new.epoch
+        })]
+    );
+    assert!(matches!(
+        j.append(vec![append(&k, 0, f1, &["x"])])[0],
+        Err(AppendError::Invalid { .. })
+    ));
+    let unclaimed = EntityKey::new(7, "t", "a");
+    let forged = FenceToken { shard: 7, epoch: 1 };
+    assert!(matches!(
+        j.append(vec![append(&unclaimed, 0, forged, &["x"])])[0],
+        Err(AppendError::Fenced { .. })
+    ));
+    assert_eq!(j.last_seq_nr(&k), Ok(0));
+    assert_eq!(j.append(vec![append(&k, 0, new, &["ok"])]), vec![Ok(())]);
+}
+
+fn a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it<J: Journal>(
+    open: Opener<'_, J>,
+) {
+    let (_dir, journal, fence, _) = fresh(open);
+    let key = EntityKey::new(fence.shard, "t", "released");
+    assert_eq!(
+        journal.append(vec![append(&key, 0, fence, &["a"])]),
+        vec![Ok(())]
+    );
+    journal.release_shards(&[fence]).expect("release");
+    let refused = journal.append(vec![append(&key, 1, fence, &["b"])]);
+    assert!(
+        matches!(refused[..], [Err(AppendError::Fenced { .. })]),
+        "an append under a released lease must be fenced: {refused:?}"
+    );
+    let again = journal.claim_shards(&[fence.shard]).expect("claim")[0];
+    assert!(
+        again.epoch > fence.epoch,
+        "a claim after a release moves the epoch past it: {again:?} after {fence:?}"
+    );
+    assert_eq!(
+        journal.append(vec![append(&key, 1, again, &["b"])]),
+        vec![Ok(())]
+    );
+    assert_eq!(
+        payloads(&journal, &key, 1),
+        vec![(1, "a".to_owned()), (2, "b".to_owned())],
+        "a release keeps everything written"
+    );
+}
+
+fn snapshots_are_latest_wins_and_per_entity<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, _, _) = fresh(open);
+    let a = EntityKey::new(0, "t", "a");
+    let b = EntityKey::new(0, "t", "b");
+    assert_eq!(j.load_snapshot(&a), Ok(None));
+    let s1 = SnapshotRecord {
+        seq_nr: 10,
+        version: "1".into(),
+        state: vec![1],
+        dedup: vec![(3, 10)],
+    };
+    let s2 = SnapshotRecord {
+        seq_nr: 20,
+        version: "2".into(),
+        state: vec![2, 2],
+        dedup: vec![],
+    };
+    j.save_snapshot(&a, &s1).expect("save");
+    assert_eq!(j.load_snapshot(&a), Ok(Some(s1)));
+    j.save_snapshot(&a, &s2).expect("save");
+    assert_eq!(j.load_snapshot(&a), Ok(Some(s2)));
+    assert_eq!(j.load_snapshot(&b), Ok(None));
+}
+
+fn shards_list_only_their_own_entities<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, f1) = fresh(open);
+    let r = j.append(vec![
+        append(&EntityKey::new(0, "cart", "x"), 0, f0, &["1"]),
+        append(&EntityKey::new(0, "account", "y"), 0, f0, &["1", "2"]),
+        append(&EntityKey::new(1, "account", "z"), 0, f1, &["1"]),
+    ]);
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let mut s0 = j.entities_in_shard(0).expect("list");
+    s0.sort();
+    assert_eq!(
+        s0,
+        vec![("account".into(), "y".into()), ("cart".into(), "x".into())]
+    );
+    assert_eq!(
+        j.entities_in_shard(1),
+        Ok(vec![("account".into(), "z".into())])
+    );
+    assert_eq!(j.entities_in_shard(2), Ok(vec![]));
+}
+
+fn entities_with_prefix_ids_do_not_see_each_others_events<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let (_dir, j, f0, _) = fresh(open);
+    let ab = EntityKey::new(0, "t", "ab");
+    let abc = EntityKey::new(0, "t", "abc");
+    let r = j.append(vec![
+        append(&ab, 0, f0, &["ab1"]),
+        append(&abc, 0, f0, &["abc1", "abc2"]),
+    ]);
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!(payloads(&j, &ab, 1), vec![(1, "ab1".into())]);
+    assert_eq!(payloads(&j, &abc, 1).len(), 2);
+}
+
+fn everything_acknowledged_survives_a_reopen<J: Journal>(open: &dyn Fn(&Path) -> J) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = EntityKey::new(0, "t", "a");
+    let snapshot = SnapshotRecord {
+        seq_nr: 1,
+        version: "v".into(),
+        state: vec![7; 100],
+        dedup: vec![],
+    };
+    let first_epoch = {
+        let j = open(dir.path());
+        let f0 = j.claim_shards(&[0]).expect("claim")[0];
+        let mut with_reply = append(&k, 0, f0, &["e1", "e2"]);
+        with_reply.events[1].reply = Some(b"{\"ok\":true}".to_vec());
+        assert_eq!(j.append(vec![with_reply]), vec![Ok(())]);
+        j.save_snapshot(&k, &snapshot).expect("snapshot");
+        f0.epoch
+    };
+    let j = open(dir.path());
+    assert_eq!(j.last_seq_nr(&k), Ok(2));
+    let events = j.read_events(&k, 1, 10).expect("read");
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].record.reply.as_deref(),
+        Some(&b"{\"ok\":true}"[..])
+    );
+    assert_eq!(j.entities_in_shard(0), Ok(vec![("t".into(), "a".into())]));
+    let f0 = j.claim_shards(&[0]).expect("claim")[0];
+    assert!(
+        f0.epoch > first_epoch,
+        "epochs never go back across a reopen"
+    );
+    assert_eq!(j.append(vec![append(&k, 2, f0, &["e3"])]), vec![Ok(())]);
+}

@@ -1,0 +1,545 @@
+//! A model-based property test of a journal backend.
+//!
+//! [`Model`] is the [`Journal`] contract (see the module docs of
+//! [`crate`]) written as the simplest thing that satisfies it: a map from
+//! entity to its events, a map of snapshots, and the shards' lease epochs,
+//! all in memory. The property drives random sequences of operations through
+//! the model and a real [`SledJournal`] on a temporary directory and compares
+//! every result:
+//!
+//! - appends of one or several entities per call, with the right, a stale or
+//!   a future expected sequence number, the held, a stale, a future or another
+//!   shard's fence token, and (rarely) no events;
+//! - snapshot saves and loads, event reads from any sequence number (0, past
+//!   the end, `u64::MAX`) with any limit, last sequence numbers, the entities
+//!   of a shard;
+//! - claims of some shards (each moves their epochs, so earlier tokens are
+//!   stale) and **reopens**: the journal is dropped and opened again on the
+//!   same directory (for a shared store: reconnected), which forgets the
+//!   leases the dropped handle held (every append
+//!   is fenced until shards are claimed again) and must keep everything
+//!   acknowledged. After a reopen, and at the end of every case, the whole key
+//!   space is compared.
+//!
+//! A few shards, types and ids (one id a prefix of the other) keep collisions
+//! frequent. Snapshots need not be durable when `save_snapshot` returns, but a
+//! clean close must keep them, so the model expects them to survive a reopen.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+use super::Opener;
+use crate::{
+    AppendError, EntityAppend, EntityKey, EventRecord, FenceToken, Journal, JournalError, ShardId,
+    SnapshotRecord, StoredEvent,
+};
+
+const SHARDS: ShardId = 3;
+const TYPES: [&str; 2] = ["acc", "cart"];
+/// One id is a prefix of the other: their key ranges must stay apart.
+const IDS: [&str; 2] = ["a", "ab"];
+const ENTITIES: usize = SHARDS as usize * TYPES.len() * IDS.len();
+
+/// The `i`-th entity of the key space.
+fn entity(i: usize) -> EntityKey {
+    let per_shard = TYPES.len() * IDS.len();
+    let i = i % ENTITIES;
+    let shard = ShardId::try_from(i / per_shard).expect("few shards");
+    EntityKey::new(
+        shard,
+        TYPES[(i % per_shard) / IDS.len()],
+        IDS[i % IDS.len()],
+    )
+}
+
+fn all_shards() -> Vec<ShardId> {
+    (0..SHARDS).collect()
+}
+
+/// The journal contract in memory.
+#[derive(Debug, Default)]
+struct Model {
+    events: BTreeMap<EntityKey, Vec<EventRecord>>,
+    snapshots: HashMap<EntityKey, SnapshotRecord>,
+    /// Each shard's durable lease epoch (its last claim's).
+    leases: HashMap<ShardId, u64>,
+    /// The epochs the open journal holds; a reopen forgets them.
+    held: HashMap<ShardId, u64>,
+}
+
+impl Model {
+    fn claim_shards(&mut self, shards: &[ShardId]) -> Vec<FenceToken> {
+        shards
+            .iter()
+            .map(|&shard| {
+                let epoch = self.lease(shard) + 1;
+                self.leases.insert(shard, epoch);
+                self.held.insert(shard, epoch);
+                FenceToken { shard, epoch }
+            })
+            .collect()
+    }
+
+    fn release(&mut self, shards: &[ShardId]) {
+        for shard in shards {
+            self.held.remove(shard);
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.held.clear();
+    }
+
+    fn lease(&self, shard: ShardId) -> u64 {
+        self.leases.get(&shard).copied().unwrap_or(0)
+    }
+
+    fn last_seq_nr(&self, key: &EntityKey) -> u64 {
+        self.events.get(key).map_or(0, |e| e.len() as u64)
+    }
+
+    /// In order: each append sees the ones before it in the same call.
+    fn append(&mut self, appends: &[EntityAppend]) -> Vec<Result<(), AppendError>> {
+        appends.iter().map(|a| self.append_one(a)).collect()
+    }
+
+    fn append_one(&mut self, append: &EntityAppend) -> Result<(), AppendError> {
+        let key = &append.key;
+        if append.events.is_empty() || append.fence.shard != key.shard {
+            return Err(AppendError::Invalid {
+                key: key.clone(),
+                reason: String::new(),
+            });
+        }
+        let current = self.held.get(&key.shard).copied().unwrap_or(0);
+        if current == 0 || append.fence.epoch != current {
+            return Err(AppendError::Fenced {
+                shard: key.shard,
+                presented: append.fence.epoch,
+                current,
+            });
+        }
+        let actual = self.last_seq_nr(key);
+        if append.expected_seq_nr != actual {
+            return Err(AppendError::Conflict {
+                key: key.clone(),
+                expected: append.expected_seq_nr,
+                actual,
+            });
+        }
+        self.events
+            .entry(key.clone())
+            .or_default()
+            .extend(append.events.iter().cloned());
+        Ok(())
+    }
+
+    fn read_events(&self, key: &EntityKey, from: u64, limit: usize) -> Vec<StoredEvent> {
+        self.events
+            .get(key)
+            .into_iter()
+            .flatten()
+            .zip(1u64..)
+            .filter(|(_, seq_nr)| *seq_nr >= from)
+            .take(limit)
+            .map(|(record, seq_nr)| StoredEvent {
+                seq_nr,
+                record: record.clone(),
+            })
+            .collect()
+    }
+
+    fn entities_in_shard(&self, shard: ShardId) -> Vec<(String, String)> {
+        self.events
+            .iter()
+            .filter(|(key, events)| key.shard == shard && !events.is_empty())
+            .map(|(key, _)| (key.entity_type.clone(), key.entity_id.clone()))
+            .collect()
+    }
+}
+
+/// Which fence token an append carries, resolved against the model.
+#[derive(Debug, Clone, Copy)]
+enum Fence {
+    /// The token the open journal holds (after a reopen without a claim:
+    /// the token of the previous holder).
+    Held,
+    /// An epoch older than the shard's lease.
+    Stale,
+    /// An epoch newer than the shard's lease (a forged token).
+    Future,
+    /// The held token of the next shard.
+    OtherShard,
+}
+
+#[derive(Debug, Clone)]
+struct AppendSpec {
+    entity: usize,
+    /// Added to the entity's last sequence number as the model knows it.
+    seq_offset: i64,
+    fence: Fence,
+    events: Vec<EventRecord>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<AppendSpec>),
+    SaveSnapshot(usize, SnapshotRecord),
+    LoadSnapshot(usize),
+    ReadEvents {
+        entity: usize,
+        from: u64,
+        limit: usize,
+    },
+    LastSeqNr(usize),
+    EntitiesInShard(ShardId),
+    Claim(Vec<ShardId>),
+    /// Releases the held leases of these shards.
+    Release(Vec<ShardId>),
+    Reopen {
+        claim_all: bool,
+    },
+}
+
+fn event_record() -> impl Strategy<Value = EventRecord> {
+    (
+        prop::sample::select(vec!["", "c1", "c2", "cmd-é"]),
+        0u64..3,
+        prop::collection::vec(any::<u8>(), 0..8),
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+    )
+        .prop_map(|(command_id, timestamp_ms, payload, reply)| EventRecord {
+            command_id: command_id.to_owned(),
+            timestamp_ms,
+            payload,
+            reply,
+        })
+}
+
+fn append_spec() -> impl Strategy<Value = AppendSpec> {
+    (
+        0..ENTITIES,
+        prop_oneof![6 => Just(0i64), 1 => -2i64..0, 1 => 1i64..3],
+        prop_oneof![
+            10 => Just(Fence::Held),
+            1 => Just(Fence::Stale),
+            1 => Just(Fence::Future),
+            1 => Just(Fence::OtherShard),
+        ],
+        prop_oneof![
+            1 => Just(Vec::new()),
+            15 => prop::collection::vec(event_record(), 1..4),
+        ],
+    )
+        .prop_map(|(entity, seq_offset, fence, events)| AppendSpec {
+            entity,
+            seq_offset,
+            fence,
+            events,
+        })
+}
+
+fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
+    (
+        0u64..10,
+        prop::sample::select(vec!["0.1.0", "0.2.0"]),
+        prop::collection::vec(any::<u8>(), 0..6),
+        prop::collection::vec((any::<u64>(), 0u64..10), 0..3),
+    )
+        .prop_map(|(seq_nr, version, state, dedup)| SnapshotRecord {
+            seq_nr,
+            version: version.to_owned(),
+            state,
+            dedup,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        12 => prop::collection::vec(append_spec(), 1..4).prop_map(Op::Append),
+        2 => (0..ENTITIES, snapshot_record()).prop_map(|(e, s)| Op::SaveSnapshot(e, s)),
+        1 => (0..ENTITIES).prop_map(Op::LoadSnapshot),
+        4 => (
+            0..ENTITIES,
+            prop_oneof![8 => 0u64..10, 1 => Just(u64::MAX)],
+            prop_oneof![4 => 0usize..5, 1 => Just(usize::MAX)],
+        )
+            .prop_map(|(entity, from, limit)| Op::ReadEvents { entity, from, limit }),
+        2 => (0..ENTITIES).prop_map(Op::LastSeqNr),
+        2 => (0..SHARDS).prop_map(Op::EntitiesInShard),
+        1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Claim),
+        1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Release),
+        2 => prop_oneof![4 => Just(true), 1 => Just(false)]
+            .prop_map(|claim_all| Op::Reopen { claim_all }),
+    ]
+}
+
+/// The append of `spec`, with its expected seq-nr and fence token resolved
+/// against the model (and the appends before it in the same call).
+fn resolve(spec: &AppendSpec, model: &Model, earlier: &[EntityAppend]) -> EntityAppend {
+    let key = entity(spec.entity);
+    let staged: u64 = earlier
+        .iter()
+        .filter(|a| a.key == key)
+        .map(|a| a.events.len() as u64)
+        .sum();
+    let last = model.last_seq_nr(&key) + staged;
+    let expected_seq_nr = last.saturating_add_signed(spec.seq_offset);
+    let held = |shard: ShardId| {
+        let epoch = model
+            .held
+            .get(&shard)
+            .copied()
+            .unwrap_or_else(|| model.lease(shard));
+        FenceToken { shard, epoch }
+    };
+    let fence = match spec.fence {
+        Fence::Held => held(key.shard),
+        Fence::Stale => FenceToken {
+            shard: key.shard,
+            epoch: model.lease(key.shard).saturating_sub(1),
+        },
+        Fence::Future => FenceToken {
+            shard: key.shard,
+            epoch: model.lease(key.shard) + 1,
+        },
+        Fence::OtherShard => held((key.shard + 1) % SHARDS),
+    };
+    EntityAppend {
+        key,
+        expected_seq_nr,
+        fence,
+        events: spec.events.clone(),
+    }
+}
+
+/// `Invalid`'s reason is prose; the model only says that it is `Invalid`.
+fn without_reasons(results: Vec<Result<(), AppendError>>) -> Vec<Result<(), AppendError>> {
+    results
+        .into_iter()
+        .map(|r| match r {
+            Err(AppendError::Invalid { key, .. }) => Err(AppendError::Invalid {
+                key,
+                reason: String::new(),
+            }),
+            other => other,
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<(String, String)>) -> Vec<(String, String)> {
+    v.sort();
+    v
+}
+
+/// Compares every entity's events, last seq-nr and snapshot, and every
+/// shard's entity list.
+fn check_everything<J: Journal>(
+    journal: &J,
+    model: &Model,
+    when: &str,
+) -> Result<(), TestCaseError> {
+    for i in 0..ENTITIES {
+        let key = entity(i);
+        prop_assert_eq!(
+            journal.last_seq_nr(&key),
+            Ok(model.last_seq_nr(&key)),
+            "last seq-nr of {} {}",
+            key,
+            when
+        );
+        prop_assert_eq!(
+            journal.read_events(&key, 0, usize::MAX),
+            Ok(model.read_events(&key, 0, usize::MAX)),
+            "events of {} {}",
+            key,
+            when
+        );
+        prop_assert_eq!(
+            journal.load_snapshot(&key),
+            Ok(model.snapshots.get(&key).cloned()),
+            "snapshot of {} {}",
+            key,
+            when
+        );
+    }
+    for shard in 0..SHARDS {
+        prop_assert_eq!(
+            journal.entities_in_shard(shard).map(sorted),
+            Ok(model.entities_in_shard(shard)),
+            "entities of shard {} {}",
+            shard,
+            when
+        );
+    }
+    Ok(())
+}
+
+fn run<J: Journal>(open: Opener<'_, J>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut journal = open(dir.path());
+    let mut model = Model::default();
+    prop_assert_eq!(
+        journal.claim_shards(&all_shards()),
+        Ok(model.claim_shards(&all_shards()))
+    );
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Append(specs) => {
+                let mut appends: Vec<EntityAppend> = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    let append = resolve(spec, &model, &appends);
+                    appends.push(append);
+                }
+                let expected = model.append(&appends);
+                let actual = without_reasons(journal.append(appends));
+                prop_assert_eq!(actual, expected, "step {}: {:?}", step, op);
+            }
+            Op::SaveSnapshot(i, snapshot) => {
+                let key = entity(*i);
+                prop_assert_eq!(journal.save_snapshot(&key, snapshot), Ok(()));
+                model.snapshots.insert(key, snapshot.clone());
+            }
+            Op::LoadSnapshot(i) => {
+                let key = entity(*i);
+                prop_assert_eq!(
+                    journal.load_snapshot(&key),
+                    Ok(model.snapshots.get(&key).cloned()),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::ReadEvents {
+                entity: i,
+                from,
+                limit,
+            } => {
+                let key = entity(*i);
+                prop_assert_eq!(
+                    journal.read_events(&key, *from, *limit),
+                    Ok(model.read_events(&key, *from, *limit)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::LastSeqNr(i) => {
+                let key = entity(*i);
+                prop_assert_eq!(
+                    journal.last_seq_nr(&key),
+                    Ok(model.last_seq_nr(&key)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::EntitiesInShard(shard) => {
+                prop_assert_eq!(
+                    journal.entities_in_shard(*shard).map(sorted),
+                    Ok::<_, JournalError>(model.entities_in_shard(*shard)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::Claim(shards) => {
+                prop_assert_eq!(
+                    journal.claim_shards(shards),
+                    Ok(model.claim_shards(shards)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::Release(shards) => {
+                let tokens: Vec<FenceToken> = shards
+                    .iter()
+                    .filter_map(|s| {
+                        model
+                            .held
+                            .get(s)
+                            .map(|&epoch| FenceToken { shard: *s, epoch })
+                    })
+                    .collect();
+                prop_assert_eq!(journal.release_shards(&tokens), Ok(()));
+                model.release(shards);
+            }
+            Op::Reopen { claim_all } => {
+                drop(journal);
+                journal = open(dir.path());
+                model.reopen();
+                check_everything(
+                    &journal,
+                    &model,
+                    &format!("after the reopen at step {step}"),
+                )?;
+                if *claim_all {
+                    prop_assert_eq!(
+                        journal.claim_shards(&all_shards()),
+                        Ok(model.claim_shards(&all_shards())),
+                        "step {}: {:?}",
+                        step,
+                        op
+                    );
+                }
+            }
+        }
+    }
+    check_everything(&journal, &model, "at the end")
+}
+
+/// Runs the property against the backend `open` opens (64 random cases).
+pub(crate) fn check_against_model<J: Journal>(open: Opener<'_, J>) {
+    let config = ProptestConfig {
+        cases: 64,
+        // A failure is reported with its shrunk case; no regression files
+        // are written into the source tree.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let ops = prop::collection::vec(op(), 1..40);
+    if let Err(e) = runner.run(&ops, |ops| run(open, &ops)) {
+        panic!("the journal does not behave like the model: {e}");
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn the_model_chains_appends_of_one_call_and_fences_after_a_reopen() {
+    let key = entity(0);
+    let mut model = Model::default();
+    let token = model.claim_shards(&[0])[0];
+    let event = super::event("c", b"e");
+    let append = |expected| EntityAppend {
+        key: key.clone(),
+        expected_seq_nr: expected,
+        fence: token,
+        events: vec![event.clone()],
+    };
+    assert_eq!(
+        model.append(&[append(0), append(1), append(1)]),
+        vec![
+            Ok(()),
+            Ok(()),
+            Err(AppendError::Conflict {
+                key: key.clone(),
+                expected: 1,
+                actual: 2
+            })
+        ]
+    );
+    model.reopen();
+    assert_eq!(
+        model.append(&[append(2)]),
+        vec![Err(AppendError::Fenced {
+            shard: 0,
+            presented: token.epoch,
+            current: 0
+        })]
+    );
+    assert_eq!(model.read_events(&key, 0, usize::MAX).len(), 2);
+}

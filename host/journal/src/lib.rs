@@ -1,0 +1,141 @@
+//! The event journal: the only durable state of entities.
+//!
+//! [`Journal`] is the storage trait every backend implements (the embedded
+//! sled backend in the `stead-journal-sled` crate, the in-memory one in
+//! [`memory`]; a shared backend for clusters later), and [`conformance`]
+//! (feature `conformance`) is the suite every backend must pass: named cases
+//! plus a model-based property test, through one entry point.
+//!
+//! Guarantees of every backend (the suite checks them):
+//! - **Ordering**: an entity's events have sequence numbers 1, 2, 3, ... with
+//!   no gaps; [`Journal::read_events`] returns them in that order.
+//! - **Expected sequence numbers**: an append names the entity's last sequence
+//!   number as the writer believes it; on mismatch it fails with
+//!   [`AppendError::Conflict`] and writes nothing for that entity.
+//! - **Fencing**: an append carries the [`FenceToken`] of the shard's lease;
+//!   a token that is not the shard's current one fails with
+//!   [`AppendError::Fenced`]. A stale owner can never write.
+//! - **Atomicity**: one entity's events of one append are all written or none.
+//! - **Durable on success**: when `append` returns `Ok` for an entity, its
+//!   events survive a crash and a power loss. Concurrent appends share one
+//!   durable flush (group commit).
+//!
+//! The journal knows nothing of wasm, shards' workers or commands' meaning.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod memory;
+pub mod record;
+
+use std::sync::Arc;
+
+pub use memory::{MemoryJournal, MemoryStore};
+pub use record::{EventRecord, SnapshotRecord};
+pub use stead_types::{EntityKey, FenceToken, ShardId};
+
+/// Events to append to one entity.
+#[derive(Debug, Clone)]
+pub struct EntityAppend {
+    pub key: EntityKey,
+    /// The entity's last sequence number as the writer knows it (0 if none).
+    pub expected_seq_nr: u64,
+    /// The fence token of the entity's shard.
+    pub fence: FenceToken,
+    /// Events, persisted as `expected_seq_nr + 1, + 2, ...`. Not empty.
+    pub events: Vec<EventRecord>,
+}
+
+/// An event as stored, with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq_nr: u64,
+    pub record: EventRecord,
+}
+
+/// Why one entity's append was refused. Nothing was written for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("sequence conflict on {key}: expected last seq-nr {expected}, journal has {actual}")]
+    Conflict {
+        key: EntityKey,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "fenced: shard {shard} is held under epoch {current}, the append carried epoch {presented}"
+    )]
+    Fenced {
+        shard: ShardId,
+        presented: u64,
+        current: u64,
+    },
+    #[error("invalid append to {key}: {reason}")]
+    Invalid { key: EntityKey, reason: String },
+    #[error(transparent)]
+    Storage(#[from] JournalError),
+}
+
+/// A failure of the store itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal storage failure: {0}")]
+    Io(String),
+    #[error("the storage is full: {0}")]
+    Full(String),
+    #[error("corrupt journal record at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the journal is closed")]
+    Closed,
+}
+
+/// Told about every durable commit (for metrics).
+pub trait CommitObserver: Send + Sync + 'static {
+    /// A commit of `entities` entities' appends became durable in `elapsed`.
+    fn committed(&self, entities: usize, elapsed: std::time::Duration);
+}
+
+/// The storage contract of the event journal (see the module docs).
+///
+/// Methods block the calling thread (they are called from shard worker
+/// threads, never from async tasks).
+pub trait Journal: Send + Sync + 'static {
+    /// Sets the observer told about every durable commit (the first one set
+    /// stays: it is read on every commit without a lock).
+    fn set_commit_observer(&self, observer: Arc<dyn CommitObserver>);
+
+    /// Takes the leases of `shards` for this node, durably: each epoch moves
+    /// past every earlier holder's, whose appends are refused from now on.
+    fn claim_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, JournalError>;
+
+    /// Gives up the leases of `tokens` (those this journal still holds under
+    /// that epoch; others are ignored): appends under them are refused from
+    /// now on, and the epoch stays, so the next claim moves past it.
+    fn release_shards(&self, tokens: &[FenceToken]) -> Result<(), JournalError>;
+
+    /// Appends events of many entities; the result for each entity is at the
+    /// same index. Entities succeed or fail independently; the successful
+    /// ones are durable when this returns.
+    fn append(&self, appends: Vec<EntityAppend>) -> Vec<Result<(), AppendError>>;
+
+    /// The last sequence number of an entity (0 if it has no events).
+    fn last_seq_nr(&self, key: &EntityKey) -> Result<u64, JournalError>;
+
+    /// An entity's events with `seq_nr >= from`, in order, at most `limit`.
+    fn read_events(
+        &self,
+        key: &EntityKey,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError>;
+
+    /// Saves a snapshot of an entity, replacing its previous one. A snapshot
+    /// is an optimisation: it need not be durable before this returns.
+    fn save_snapshot(&self, key: &EntityKey, snapshot: &SnapshotRecord)
+    -> Result<(), JournalError>;
+
+    /// The latest snapshot of an entity, if any.
+    fn load_snapshot(&self, key: &EntityKey) -> Result<Option<SnapshotRecord>, JournalError>;
+
+    /// The `(entity type, entity id)` of every entity with events in `shard`.
+    fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError>;
+}

@@ -1,0 +1,237 @@
+//! [`MemoryJournal`]: the journal contract held in memory, for unit tests of
+//! the layers above and for benchmarks that measure everything but the
+//! store. Never for production: nothing survives the process.
+//!
+//! A [`MemoryStore`] is the "database"; a [`MemoryJournal`] is one handle on
+//! it (one node's connection). Leases are per handle, as they are per
+//! opening of the sled journal: a new handle on the same store holds no
+//! shard until it claims one, and a claim through another handle fences the
+//! earlier holder. This is what lets the conformance suite "reopen" it.
+//!
+//! Invariants: every method takes the one store lock, so an append of many
+//! entities is atomic per entity and ordered with every other call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use crate::{
+    AppendError, CommitObserver, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
+    JournalError, ShardId, SnapshotRecord, StoredEvent,
+};
+
+/// The shared state behind [`MemoryJournal`] handles.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Store>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    /// Ordered, so a shard's entities list in key order as sled's do.
+    events: BTreeMap<EntityKey, Vec<EventRecord>>,
+    snapshots: HashMap<EntityKey, SnapshotRecord>,
+    /// Each shard's lease epoch (its last claim's).
+    leases: HashMap<ShardId, u64>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // Every change is made in single steps under the lock: a panic
+        // elsewhere leaves the store consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One handle on a [`MemoryStore`].
+pub struct MemoryJournal {
+    store: Arc<MemoryStore>,
+    /// The epochs this handle claimed and still holds.
+    held: Mutex<HashMap<ShardId, u64>>,
+    observer: OnceLock<Arc<dyn CommitObserver>>,
+}
+
+impl MemoryJournal {
+    /// A journal on a store of its own.
+    pub fn new() -> Self {
+        Self::on(MemoryStore::new())
+    }
+
+    /// A new handle on `store`, holding no lease.
+    pub fn on(store: Arc<MemoryStore>) -> Self {
+        Self {
+            store,
+            held: Mutex::new(HashMap::new()),
+            observer: OnceLock::new(),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<ShardId, u64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Default for MemoryJournal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Journal for MemoryJournal {
+    fn set_commit_observer(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn claim_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, JournalError> {
+        let mut store = self.store.lock();
+        let mut held = self.held();
+        Ok(shards
+            .iter()
+            .map(|&shard| {
+                let epoch = store.leases.get(&shard).copied().unwrap_or(0) + 1;
+                store.leases.insert(shard, epoch);
+                held.insert(shard, epoch);
+                FenceToken { shard, epoch }
+            })
+            .collect())
+    }
+
+    fn release_shards(&self, tokens: &[FenceToken]) -> Result<(), JournalError> {
+        let mut held = self.held();
+        for token in tokens {
+            if held.get(&token.shard) == Some(&token.epoch) {
+                held.remove(&token.shard);
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&self, appends: Vec<EntityAppend>) -> Vec<Result<(), AppendError>> {
+        let started = Instant::now();
+        let mut store = self.store.lock();
+        let held = self.held();
+        let results: Vec<_> = appends
+            .into_iter()
+            .map(|append| {
+                let key = append.key;
+                if append.events.is_empty() || append.fence.shard != key.shard {
+                    return Err(AppendError::Invalid {
+                        key,
+                        reason: "an append needs events and its own shard's fence".into(),
+                    });
+                }
+                // Only the holder of the shard's current lease may write.
+                let lease = store.leases.get(&key.shard).copied().unwrap_or(0);
+                let held_epoch = held.get(&key.shard).copied();
+                if held_epoch != Some(lease) || append.fence.epoch != lease {
+                    return Err(AppendError::Fenced {
+                        shard: key.shard,
+                        presented: append.fence.epoch,
+                        current: if held_epoch.is_some() { lease } else { 0 },
+                    });
+                }
+                let events = store.events.entry(key.clone()).or_default();
+                let actual = events.len() as u64;
+                if append.expected_seq_nr != actual {
+                    return Err(AppendError::Conflict {
+                        key,
+                        expected: append.expected_seq_nr,
+                        actual,
+                    });
+                }
+                events.extend(append.events);
+                Ok(())
+            })
+            .collect();
+        drop(held);
+        drop(store);
+        if let Some(observer) = self.observer.get() {
+            let entities = results.iter().filter(|r| r.is_ok()).count();
+            if entities > 0 {
+                observer.committed(entities, started.elapsed());
+            }
+        }
+        results
+    }
+
+    fn last_seq_nr(&self, key: &EntityKey) -> Result<u64, JournalError> {
+        Ok(self
+            .store
+            .lock()
+            .events
+            .get(key)
+            .map_or(0, |e| e.len() as u64))
+    }
+
+    fn read_events(
+        &self,
+        key: &EntityKey,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, JournalError> {
+        let store = self.store.lock();
+        let Some(events) = store.events.get(key) else {
+            return Ok(Vec::new());
+        };
+        let skip = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(events
+            .iter()
+            .zip(1u64..)
+            .skip(skip)
+            .take(limit)
+            .map(|(record, seq_nr)| StoredEvent {
+                seq_nr,
+                record: record.clone(),
+            })
+            .collect())
+    }
+
+    fn save_snapshot(
+        &self,
+        key: &EntityKey,
+        snapshot: &SnapshotRecord,
+    ) -> Result<(), JournalError> {
+        self.store
+            .lock()
+            .snapshots
+            .insert(key.clone(), snapshot.clone());
+        Ok(())
+    }
+
+    fn load_snapshot(&self, key: &EntityKey) -> Result<Option<SnapshotRecord>, JournalError> {
+        Ok(self.store.lock().snapshots.get(key).cloned())
+    }
+
+    fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError> {
+        Ok(self
+            .store
+            .lock()
+            .events
+            .iter()
+            .filter(|(key, events)| key.shard == shard && !events.is_empty())
+            .map(|(key, _)| (key.entity_type.clone(), key.entity_id.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    #[test]
+    fn the_memory_journal_passes_the_conformance_suite() {
+        // "Reopening" a directory is a new handle on that directory's store.
+        let stores: Mutex<HashMap<PathBuf, Arc<MemoryStore>>> = Mutex::new(HashMap::new());
+        crate::conformance::run_all(&|dir: &Path| {
+            let mut stores = stores.lock().unwrap_or_else(|p| p.into_inner());
+            let store = stores.entry(dir.to_owned()).or_default();
+            MemoryJournal::on(store.clone())
+        });
+    }
+}

@@ -1,0 +1,579 @@
+//! [`Node`]: the engine on one machine, as a library. The servers, the CLI,
+//! the test harness and later the cluster all drive it. It wires a journal
+//! (any [`Journal`]: sled or in memory by [`JournalConfig`], or one handed
+//! in with [`Node::builder`]), the wasm runtime and the shard engine, and
+//! checks what callers hand it before anything is queued.
+//!
+//! A data directory holds:
+//!
+//! ```text
+//! <data>/node.json        format version and shard count (fixed at creation)
+//! <data>/journal/         the sled journal (when the config chooses it)
+//! <data>/components/      deployed components and their compiled cache
+//! ```
+//!
+//! Invariants: a command is acknowledged only once its events are durable;
+//! the shard count of a data directory never changes; opening acquires every
+//! shard (claims its lease), so a previous owner can no longer append.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use stead_engine::{EngineParts, Shards, WorkerStats};
+use stead_journal::{EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent};
+use stead_journal_sled::SledJournal;
+use stead_runtime::{Registry, Runtime, RuntimeError};
+use stead_types::shard::shard_of;
+
+pub use stead_engine::CommandReply;
+/// Every failure a caller of [`Node`] must tell apart: the engine's one
+/// error type, mapped to statuses once at the API edge.
+pub use stead_engine::Error as NodeError;
+pub use stead_types::config::{JournalConfig, NodeConfig};
+pub use stead_types::{Clock, SettableClock, SystemClock};
+
+const NODE_FORMAT: u32 = 1;
+
+/// The longest request timeout a command is given, whatever the config says:
+/// its deadlines (`now + 2 * timeout`) must not overflow `Instant`.
+const MAX_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// A deployed entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    pub name: String,
+    pub version: String,
+    pub snapshot_every: u32,
+    /// SHA-256 of the component.
+    pub hash: String,
+    pub size: usize,
+    /// Whether recovery folds many events per guest call (the component
+    /// exports the optional `replay` interface; SDK-built ones do).
+    pub batched_replay: bool,
+}
+
+/// Counters of the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub active_entities: usize,
+    pub activations: u64,
+    pub passivations: u64,
+    /// Requests held back to a later batch by the activation budget.
+    pub deferred: u64,
+    /// Shards this node holds the lease of and serves.
+    pub shards: usize,
+}
+
+/// A queued command's outcome, available once its events are durable.
+pub struct PendingReply {
+    rx: tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>,
+    /// When an async caller stops waiting: the request timeout twice over.
+    /// A command that started before its deadline finishes within a batch,
+    /// so only a stalled journal gets here.
+    give_up_at: std::time::Instant,
+}
+
+impl PendingReply {
+    /// Waits for the outcome. If none comes long after the request deadline
+    /// (a stalled disk), says so: the command may still be applied, and a
+    /// retry with the same command id tells which.
+    pub async fn wait(self) -> Result<CommandReply, NodeError> {
+        let at = tokio::time::Instant::from_std(self.give_up_at);
+        match tokio::time::timeout_at(at, self.rx).await {
+            Ok(outcome) => outcome
+                .map_err(|_| NodeError::ShuttingDown)?,
+            Err(_) => Err(NodeError::DeadlineExceeded(
+                "no outcome in time; the command may still be applied: retry with the same command id to learn its outcome".into(),
+            )),
+        }
+    }
+
+    /// Waits for the outcome, blocking the thread (not from async code).
+    pub fn wait_blocking(self) -> Result<CommandReply, NodeError> {
+        self.rx
+            .blocking_recv()
+            .map_err(|_| NodeError::ShuttingDown)?
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeMeta {
+    format: u32,
+    shard_count: u32,
+}
+
+/// A running node over one data directory.
+pub struct Node {
+    config: NodeConfig,
+    journal: Arc<dyn Journal>,
+    registry: Arc<Registry>,
+    shards: Option<Shards>,
+    /// Prefix of generated command ids, unique per start.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl Node {
+    /// Opens (or creates) the node's data directory with the journal its
+    /// config chooses, starts its workers and acquires every shard. Reads no
+    /// entity: recovery is lazy.
+    pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::builder(config).open()
+    }
+
+    /// A node with parts chosen by the caller (a journal, a clock).
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            journal: None,
+            clock: None,
+        }
+    }
+
+    fn open_with(
+        config: NodeConfig,
+        journal: Option<Arc<dyn Journal>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, NodeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
+        check_node_meta(dir, config.shard_count)?;
+        let journal: Arc<dyn Journal> = match (journal, &config.journal) {
+            (Some(journal), _) => journal,
+            (None, JournalConfig::Sled(options)) => Arc::new(
+                SledJournal::open(&dir.join("journal"), options.clone())
+                    .map_err(NodeError::Storage)?,
+            ),
+            (None, JournalConfig::Memory) => Arc::new(MemoryJournal::new()),
+        };
+        let runtime = Runtime::new(config.engine.clone())
+            .map_err(|e: RuntimeError| NodeError::Config(e.to_string()))?;
+        let components = dir.join("components");
+        let cache = config
+            .compile_cache
+            .clone()
+            .unwrap_or_else(|| components.clone());
+        let registry = Arc::new(Registry::open(runtime, &components, &cache)?);
+        let shards = Shards::start(EngineParts {
+            journal: journal.clone(),
+            registry: registry.clone(),
+            clock,
+            options: config.shards.clone(),
+            limits: config.limits.clone(),
+        })
+        .map_err(|e| NodeError::Config(format!("starting shard workers: {e}")))?;
+        let all: Vec<ShardId> = (0..config.shard_count).collect();
+        shards.acquire(&all)?;
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        tracing::info!(data_dir = %dir.display(), shards = config.shard_count, "node open");
+        Ok(Self {
+            config,
+            journal,
+            registry,
+            shards: Some(shards),
+            id_prefix: format!("{boot:x}"),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Sets the observer told about every durable journal commit (metrics).
+    pub fn set_commit_observer(&self, observer: Arc<dyn stead_journal::CommitObserver>) {
+        self.journal.set_commit_observer(observer);
+    }
+
+    /// Starts serving `shards`: claims their leases (moving each epoch past
+    /// every earlier holder's). Blocks until every worker has them.
+    pub fn acquire_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, NodeError> {
+        self.check_shards(shards)?;
+        self.shards()?.acquire(shards)
+    }
+
+    /// Stops serving `shards`: what was queued for them before finishes,
+    /// their entities leave memory and their leases are released; later
+    /// requests for them fail with `NotOwner`. Blocks until done.
+    pub fn release_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, NodeError> {
+        self.check_shards(shards)?;
+        self.shards()?.release(shards)
+    }
+
+    fn check_shards(&self, shards: &[ShardId]) -> Result<(), NodeError> {
+        match shards.iter().find(|&&s| s >= self.config.shard_count) {
+            Some(s) => Err(NodeError::Config(format!(
+                "shard {s} does not exist: the node has {} shards",
+                self.config.shard_count
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The shard of an entity (whether or not its type is deployed).
+    pub fn shard_of(&self, entity_type: &str, entity_id: &str) -> ShardId {
+        shard_of(entity_type, entity_id, self.config.shard_count)
+    }
+
+    fn shards(&self) -> Result<&Shards, NodeError> {
+        self.shards.as_ref().ok_or(NodeError::ShuttingDown)
+    }
+
+    /// Validates, compiles, describes and persists a component, then makes it
+    /// live for its entity type. Blocks while compiling; call it from a
+    /// blocking context (`spawn_blocking`) in async code.
+    pub fn deploy(&self, bytes: &[u8]) -> Result<TypeInfo, NodeError> {
+        let deployment = self.registry.deploy(bytes)?;
+        tracing::info!(entity_type = %deployment.info.name, version = %deployment.info.version, hash = %deployment.hash, batched_replay = deployment.has_replay(), "deployed");
+        Ok(type_info(&deployment))
+    }
+
+    /// Makes native entity logic live for its type, in memory only: the
+    /// benchmarks' yardstick for the cost of wasm (no isolation, no limits).
+    pub fn deploy_native(
+        &self,
+        entity: Arc<dyn stead_runtime::NativeEntity>,
+    ) -> Result<TypeInfo, NodeError> {
+        let deployment = self.registry.deploy_native(entity)?;
+        Ok(type_info(&deployment))
+    }
+
+    /// The deployed entity types.
+    pub fn types(&self) -> Vec<TypeInfo> {
+        self.registry.list().iter().map(|d| type_info(d)).collect()
+    }
+
+    fn entity_key(&self, entity_type: &str, entity_id: &str) -> Result<EntityKey, NodeError> {
+        if self.registry.get(entity_type).is_none() {
+            return Err(NodeError::UnknownType(entity_type.to_owned()));
+        }
+        check_entity_id(entity_id, self.config.limits.max_entity_id_bytes)?;
+        let shard = shard_of(entity_type, entity_id, self.config.shard_count);
+        Ok(EntityKey::new(shard, entity_type, entity_id))
+    }
+
+    /// Sends a command; resolves once its events are durable (or it failed).
+    /// With `command_id`, a retry of an already processed command returns the
+    /// original reply and persists nothing.
+    pub async fn send(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<CommandReply, NodeError> {
+        self.submit(entity_type, entity_id, command, command_id)?
+            .wait()
+            .await
+    }
+
+    /// Queues a command without waiting for it: fails at once if the command
+    /// is invalid or the worker's queue is full (`Overloaded`).
+    pub fn submit(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<PendingReply, NodeError> {
+        let timeout = self.config.limits.request_timeout.min(MAX_REQUEST_TIMEOUT);
+        let now = std::time::Instant::now();
+        Ok(PendingReply {
+            rx: self.enqueue(entity_type, entity_id, command, command_id, now + timeout)?,
+            give_up_at: now + 2 * timeout,
+        })
+    }
+
+    /// [`Node::send`] for synchronous callers (not from inside an async task).
+    pub fn send_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<CommandReply, NodeError> {
+        self.submit(entity_type, entity_id, command, command_id)?
+            .wait_blocking()
+    }
+
+    fn enqueue(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+        deadline: std::time::Instant,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let limits = &self.config.limits;
+        if command.len() > limits.max_command_bytes {
+            return Err(NodeError::InvalidCommand(format!(
+                "command of {} bytes exceeds the limit of {}",
+                command.len(),
+                limits.max_command_bytes
+            )));
+        }
+        let command_id = match command_id {
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > limits.max_command_id_bytes
+                    || id.chars().any(char::is_control)
+                {
+                    return Err(NodeError::InvalidCommand(format!(
+                        "command id must be 1 to {} bytes without control characters",
+                        limits.max_command_id_bytes
+                    )));
+                }
+                id
+            }
+            None => format!(
+                "{}-{}",
+                self.id_prefix,
+                self.next_id.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let span = tracing::info_span!(
+            "command",
+            entity_type = %key.entity_type,
+            entity_id = %key.entity_id,
+            command_id = %command_id,
+            seq_nr = tracing::field::Empty,
+        );
+        self.shards()?
+            .command(key, command, command_id, deadline, span)
+    }
+
+    /// The entity's view (its read model, JSON).
+    pub async fn view(&self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, NodeError> {
+        let rx = self.enqueue_view(entity_type, entity_id)?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// [`Node::view`] for synchronous callers.
+    pub fn view_blocking(&self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, NodeError> {
+        let rx = self.enqueue_view(entity_type, entity_id)?;
+        rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    fn enqueue_view(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u8>, NodeError>>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let span =
+            tracing::info_span!("view", entity_type = %key.entity_type, entity_id = %key.entity_id);
+        self.shards()?.view(key, span)
+    }
+
+    /// The raw state bytes of an entity, recovering it if needed (for the
+    /// test harness and debugging; only the guest can read them).
+    #[cfg(feature = "testing")]
+    pub fn entity_state_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Vec<u8>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let span = tracing::info_span!("state", entity_type = %key.entity_type, entity_id = %key.entity_id);
+        let rx = self.shards()?.state(key, span)?;
+        rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// Appends events to an entity as if commands had emitted them, and
+    /// returns its new last sequence number. For the test harness (`given`):
+    /// production events only come from commands.
+    #[cfg(feature = "testing")]
+    pub fn seed_events_blocking(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        events: Vec<Vec<u8>>,
+    ) -> Result<u64, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        let rx = self.shards()?.seed(key, events)?;
+        rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// The entity's durable events with `seq_nr >= from`, at most `limit`.
+    pub fn events(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, NodeError> {
+        let key = self.entity_key(entity_type, entity_id)?;
+        self.journal
+            .read_events(&key, from, limit)
+            .map_err(NodeError::Storage)
+    }
+
+    /// Passivates every active entity now (their next request recovers them).
+    pub async fn passivate_all(&self) -> Result<usize, NodeError> {
+        let mut total = 0;
+        for rx in self.shards()?.passivate_all() {
+            total += rx.await.map_err(|_| NodeError::ShuttingDown)?;
+        }
+        Ok(total)
+    }
+
+    /// [`Node::passivate_all`] for synchronous callers.
+    pub fn passivate_all_blocking(&self) -> Result<usize, NodeError> {
+        let mut total = 0;
+        for rx in self.shards()?.passivate_all() {
+            total += rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?;
+        }
+        Ok(total)
+    }
+
+    /// The node's counters, summed over workers.
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        let mut total = NodeStats::default();
+        for rx in self.shards()?.stats() {
+            let s: WorkerStats = rx.await.map_err(|_| NodeError::ShuttingDown)?;
+            total.active_entities += s.active_entities;
+            total.activations += s.activations;
+            total.passivations += s.passivations;
+            total.deferred += s.deferred;
+            total.shards += s.shards;
+        }
+        Ok(total)
+    }
+
+    /// [`Node::stats`] for synchronous callers.
+    pub fn stats_blocking(&self) -> Result<NodeStats, NodeError> {
+        let mut total = NodeStats::default();
+        for rx in self.shards()?.stats() {
+            let s: WorkerStats = rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?;
+            total.active_entities += s.active_entities;
+            total.activations += s.activations;
+            total.passivations += s.passivations;
+            total.deferred += s.deferred;
+            total.shards += s.shards;
+        }
+        Ok(total)
+    }
+
+    /// Stops the workers after the queued requests, then closes the journal.
+    pub fn shutdown(mut self) {
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+/// Opens a [`Node`] with parts chosen by the caller.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    journal: Option<Arc<dyn Journal>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl NodeBuilder {
+    /// Uses `journal` instead of the one the config chooses.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Uses `clock` for commands' `now-ms` and entities' idle times.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn open(self) -> Result<Node, NodeError> {
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        Node::open_with(self.config, self.journal, clock)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
+        }
+    }
+}
+
+fn type_info(d: &stead_runtime::Deployment) -> TypeInfo {
+    TypeInfo {
+        name: d.info.name.clone(),
+        version: d.info.version.clone(),
+        snapshot_every: d.info.snapshot_every,
+        hash: d.hash.clone(),
+        size: d.size,
+        batched_replay: d.has_replay(),
+    }
+}
+
+/// Entity ids: 1 to `max` bytes of UTF-8 without control characters.
+fn check_entity_id(id: &str, max: usize) -> Result<(), NodeError> {
+    if id.is_empty() {
+        return Err(NodeError::InvalidId("entity id must not be empty".into()));
+    }
+    if id.len() > max {
+        return Err(NodeError::InvalidId(format!(
+            "entity id of {} bytes exceeds the limit of {max}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(NodeError::InvalidId(
+            "entity id must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `node.json` on first open; refuses a different shard count later.
+fn check_node_meta(dir: &Path, shard_count: u32) -> Result<(), NodeError> {
+    if shard_count == 0 {
+        return Err(NodeError::Config("shard count must be at least 1".into()));
+    }
+    let path = dir.join("node.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let meta: NodeMeta = serde_json::from_slice(&bytes)
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+            if meta.format != NODE_FORMAT {
+                return Err(NodeError::Config(format!(
+                    "{} has data format {}, this build reads format {NODE_FORMAT}",
+                    path.display(),
+                    meta.format
+                )));
+            }
+            if meta.shard_count != shard_count {
+                return Err(NodeError::Config(format!(
+                    "the data directory was created with {} shards; it cannot be opened with {shard_count} \
+                     (changing the count would move every entity to another shard)",
+                    meta.shard_count
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let meta = NodeMeta {
+                format: NODE_FORMAT,
+                shard_count,
+            };
+            let bytes =
+                serde_json::to_vec_pretty(&meta).map_err(|e| NodeError::Config(e.to_string()))?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+        }
+        Err(e) => Err(NodeError::Config(format!("{}: {e}", path.display()))),
+    }
+}

@@ -1,0 +1,50 @@
+//! The identities every layer shares: shards, entities and the fence token
+//! that proves a shard's lease.
+//!
+//! Invariant: an [`EntityKey`]'s shard is always
+//! [`crate::shard::shard_of`] of its type and id under the node's shard
+//! count; the key is built only where that count is known.
+
+use std::fmt;
+
+/// Shard index, `0 .. shard_count`.
+pub type ShardId = u32;
+
+/// The identity of an entity in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityKey {
+    pub shard: ShardId,
+    pub entity_type: String,
+    pub entity_id: String,
+}
+
+impl EntityKey {
+    pub fn new(
+        shard: ShardId,
+        entity_type: impl Into<String>,
+        entity_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            shard,
+            entity_type: entity_type.into(),
+            entity_id: entity_id.into(),
+        }
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} (shard {})",
+            self.entity_type, self.entity_id, self.shard
+        )
+    }
+}
+
+/// Proof of holding a shard's lease: the shard and the lease's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FenceToken {
+    pub shard: ShardId,
+    pub epoch: u64,
+}

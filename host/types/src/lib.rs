@@ -1,0 +1,14 @@
+//! What every layer of the stead host shares, with no behaviour of its own:
+//! identities ([`ids`]), the stable shard hash ([`shard`]), the clock seam
+//! ([`clock`]) and every option with its default ([`config`]).
+//!
+//! Invariant: this crate depends on no other stead crate; the others point
+//! at it.
+
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod shard;
+
+pub use clock::{Clock, SettableClock, SystemClock};
+pub use ids::{EntityKey, FenceToken, ShardId};
