@@ -5,11 +5,14 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use super::{Figure, Latencies, ms, progress, rss_bytes};
+use stead_journal::{EntityAppend, EntityKey, EventRecord, Journal};
+use stead_journal_sled::SledJournal;
 use stead_node::{Node, NodeError, PendingReply};
 use stead_types::config::{JournalConfig, NodeConfig, SledOptions};
 
@@ -22,12 +25,27 @@ pub fn node(
     component: &Path,
     tweak: impl FnOnce(&mut NodeConfig),
 ) -> Result<(tempfile::TempDir, Node, String)> {
+    node_with(work_dir, component, tweak, |_| Ok(None))
+}
+
+/// [`node`], on the journal `journal` opens in the node's directory (`None`:
+/// the config's).
+fn node_with(
+    work_dir: &Path,
+    component: &Path,
+    tweak: impl FnOnce(&mut NodeConfig),
+    journal: impl FnOnce(&Path) -> Result<Option<Arc<dyn Journal>>>,
+) -> Result<(tempfile::TempDir, Node, String)> {
     let dir = tempfile::tempdir_in(work_dir)
         .with_context(|| format!("temporary directory in {}", work_dir.display()))?;
     let mut config = NodeConfig::new(dir.path());
     config.shards.queue_depth = WINDOW * 2;
     tweak(&mut config);
-    let node = Node::open(config)?;
+    let mut builder = Node::builder(config);
+    if let Some(journal) = journal(dir.path())? {
+        builder = builder.journal(journal);
+    }
+    let node = builder.open()?;
     let bytes =
         std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let info = node.deploy(&bytes)?;
@@ -195,18 +213,50 @@ pub fn recovery(
     entities: usize,
     sample: usize,
 ) -> Result<Vec<Figure>> {
-    let (dir, node, ty) = node(work_dir, component, |_| {})?;
+    // The history without snapshots is written straight into the node's
+    // journal (commands would snapshot every `snapshot_every` events).
+    let mut journal: Option<Arc<SledJournal>> = None;
+    let (dir, node, ty) = node_with(
+        work_dir,
+        component,
+        |_| {},
+        |dir| {
+            let sled = Arc::new(SledJournal::open(
+                &dir.join("journal"),
+                SledOptions::default(),
+            )?);
+            journal = Some(sled.clone());
+            Ok(Some(sled))
+        },
+    )?;
+    let journal = journal.context("the bench opened the journal")?;
     progress(&format!("recovery: {events} events without a snapshot"));
     node.send_blocking(&ty, "no-snapshot", OPEN.as_bytes().to_vec(), None)?;
+    let key = EntityKey::new(node.shard_of(&ty, "no-snapshot"), &ty, "no-snapshot");
+    // A fresh lease of the entity's shard, shared with the node's worker.
+    let fence = node.acquire_shards(&[key.shard])?[0];
     for chunk in (0..events.saturating_sub(1))
         .collect::<Vec<_>>()
         .chunks(1000)
     {
-        let payloads = chunk
+        let records = chunk
             .iter()
-            .map(|_| br#"{"deposited":{"amount":1}}"#.to_vec())
+            .map(|_| EventRecord {
+                command_id: String::new(),
+                timestamp_ms: 0,
+                payload: br#"{"deposited":{"amount":1}}"#.to_vec(),
+                reply: None,
+            })
             .collect();
-        node.seed_events_blocking(&ty, "no-snapshot", payloads)?;
+        let append = EntityAppend {
+            key: key.clone(),
+            expected_seq_nr: journal.last_seq_nr(&key)?,
+            fence,
+            events: records,
+        };
+        if let Some(Err(e)) = journal.append(vec![append]).pop() {
+            bail!("seeding the history: {e}");
+        }
     }
     let plain = time_activation(&node, &ty, "no-snapshot", 5)?;
     progress(&format!("recovery: {events} events with snapshots"));
@@ -218,6 +268,8 @@ pub fn recovery(
     drive(&node, &ty, entities, |i| (format!("r{i}"), OPEN))?;
     let config = node.config().clone();
     node.shutdown();
+    // The restarted node opens the journal itself.
+    drop(journal);
     let started = Instant::now();
     let node = Node::open(config)?;
     node.send_blocking(&ty, "r0", DEPOSIT.as_bytes().to_vec(), None)?;
