@@ -57,7 +57,8 @@ use serde_json::Value;
 use stead_api::proto::SendRequest;
 use stead_api::proto::entities_client::EntitiesClient;
 use stead_api::{ApiState, Listeners};
-use stead_node::{Node, NodeConfig};
+use stead_node::{JournalConfig, Node, NodeConfig};
+use stead_types::config::SledOptions;
 use tonic::transport::Channel;
 use tower::ServiceExt as _;
 
@@ -89,8 +90,10 @@ fn harness() -> &'static Harness {
         config.shard_count = 8;
         config.shards.workers = 1;
         // The command path, not the disk, is under test: no fdatasync.
-        config.journal.sync = false;
-        config.journal.cache_capacity = 32 * 1024 * 1024;
+        config.journal = JournalConfig::Sled(SledOptions {
+            sync: false,
+            cache_capacity: 32 * 1024 * 1024,
+        });
         let node = Arc::new(Node::open(config).expect("opening the node"));
         node.deploy(&account).expect("deploying account.wasm");
         let state = ApiState::new(node);

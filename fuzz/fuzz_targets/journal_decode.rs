@@ -16,8 +16,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use stead_journal_sled::keys::{self, DecodedKey};
 use stead_journal::record::{self, EventRecord, SnapshotRecord};
+use stead_journal_sled::keys::{self, DecodedKey};
 
 /// Slack on top of the input's length a decoder may allocate at once (error
 /// messages, small fixed buffers).
@@ -96,6 +96,12 @@ fn check_key(data: &[u8]) {
         DecodedKey::Entity(key) => keys::entity_key(key),
         DecodedKey::Event(key, seq_nr) => keys::event_key(key, *seq_nr),
         DecodedKey::Snapshot(key) => keys::snapshot_key(key),
+        DecodedKey::Command(key, command_id) => keys::command_key(key, command_id),
+        DecodedKey::Expiry {
+            key,
+            at_ms,
+            command_id,
+        } => keys::expiry_key(key, *at_ms, command_id),
     };
     assert_eq!(encoded, data, "key {decoded:?} re-encodes differently");
     assert_eq!(keys::decode(&encoded), Ok(decoded));
@@ -147,6 +153,20 @@ fn check_snapshot(data: &[u8]) {
     assert_eq!(SnapshotRecord::decode(&encoded), Ok(snapshot));
 }
 
+fn check_command_id(data: &[u8]) {
+    let Ok(entry) = bounded("command-id entry", data, || {
+        record::decode_command_id("fuzz", data)
+    }) else {
+        return;
+    };
+    let encoded = record::encode_command_id(&entry);
+    assert_eq!(
+        &encoded[..],
+        data,
+        "command-id entry re-encodes differently"
+    );
+}
+
 fn check_entity(data: &[u8]) {
     let Ok(seq_nr) = bounded("entity entry", data, || record::decode_entity(data)) else {
         return;
@@ -166,4 +186,5 @@ fuzz_target!(|data: &[u8]| {
     check_page(data);
     check_snapshot(data);
     check_entity(data);
+    check_command_id(data);
 });

@@ -41,6 +41,10 @@ fn sigkill_rounds_lose_and_duplicate_no_acknowledged_command() {
     eprintln!("{report:?}");
     assert_eq!(report.crashes, 4);
     assert!(report.acked > 0 && report.retries_checked > 0);
+    assert!(
+        report.retries_past_window > 0,
+        "retries of commands older than the node's window went through the index"
+    );
 }
 
 #[test]

@@ -485,6 +485,11 @@ fn journal_seeds() -> Seeds {
         ("key-entity", keys::entity_key(&key)),
         ("key-event", keys::event_key(&key, 42)),
         ("key-snapshot", keys::snapshot_key(&key)),
+        ("key-command", keys::command_key(&key, "idem-1")),
+        (
+            "key-expiry",
+            keys::expiry_key(&key, 1_700_000_000_000, "idem-1"),
+        ),
         (
             "key-unicode",
             keys::event_key(&EntityKey::new(0, "t", "ü/é"), 1),

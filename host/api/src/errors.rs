@@ -59,6 +59,13 @@ pub fn classify(error: &NodeError) -> ErrorClass {
             Code::DeadlineExceeded,
         ),
         NodeError::Conflict(_) => ("conflict", StatusCode::CONFLICT, Code::Aborted),
+        // The key's first use decided; this request cannot succeed as sent
+        // (FAILED_PRECONDITION: it depends on what the key was used for).
+        NodeError::IdempotencyKeyReused(_) => (
+            "idempotency_key_reused",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Code::FailedPrecondition,
+        ),
         NodeError::Deploy(_) => (
             "deploy_refused",
             StatusCode::BAD_REQUEST,
@@ -157,6 +164,11 @@ mod tests {
                 NodeError::Storage(JournalError::Full("x".into())),
                 507,
                 tonic::Code::ResourceExhausted,
+            ),
+            (
+                NodeError::IdempotencyKeyReused("x".into()),
+                422,
+                tonic::Code::FailedPrecondition,
             ),
         ];
         for (error, http, grpc) in cases {

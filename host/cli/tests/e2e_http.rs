@@ -375,12 +375,13 @@ fn sigkill_under_http_load_loses_no_acknowledged_command() {
             "a{a}: balance {balance} < acknowledged deposits {min}"
         );
     }
-    // A sample of acknowledged keys: retried, they are duplicates.
-    for (account, key, _) in acked.iter().rev().take(20) {
+    // A sample of acknowledged keys: retried with their command, they are
+    // duplicates (with another command they would be refused: 422).
+    for (account, key, amount) in acked.iter().rev().take(20) {
         let response = post(
             &node,
             &format!("/v1/entities/account/a{account}"),
-            r#"{"deposit":{"amount":999}}"#,
+            &format!(r#"{{"deposit":{{"amount":{amount}}}}}"#),
             Some(key),
         );
         assert_eq!(response.status(), 200);
@@ -454,4 +455,49 @@ fn limit_flags_bound_commands_and_ids_with_precise_errors() {
     let (status, body) = body_json(events);
     assert_eq!(status, 200);
     assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
+}
+
+#[test]
+fn an_idempotency_key_holds_past_the_window_and_a_sigkill_and_a_reused_key_is_422() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = StartedNode::start(dir.path());
+    deploy(&node, "account");
+    let path = "/v1/entities/account/keyed";
+    let deposit = r#"{"deposit":{"amount":1000}}"#;
+    assert_eq!(
+        body_json(post(&node, path, r#"{"open":{"owner":"ada"}}"#, None)).0,
+        200
+    );
+    let first = post(&node, path, deposit, Some("dep-1000"));
+    let seq = first.headers()["stead-seq-nr"]
+        .to_str()
+        .expect("seq")
+        .to_owned();
+    assert_eq!(body_json(first), (200, json!({"balance": 1000})));
+    // Far more commands than the in-memory window (64) holds.
+    for _ in 0..100 {
+        let (status, _) = body_json(post(&node, path, r#"{"deposit":{"amount":1}}"#, None));
+        assert_eq!(status, 200);
+    }
+    let retry = post(&node, path, deposit, Some("dep-1000"));
+    assert_eq!(retry.headers()["stead-duplicate"], "true");
+    assert_eq!(retry.headers()["stead-seq-nr"], seq.as_str());
+    assert_eq!(body_json(retry), (200, json!({"balance": 1000})));
+
+    let (status, error) = body_json(post(
+        &node,
+        path,
+        r#"{"withdraw":{"amount":1}}"#,
+        Some("dep-1000"),
+    ));
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+
+    node.kill();
+    let node = StartedNode::start(dir.path());
+    let retry = post(&node, path, deposit, Some("dep-1000"));
+    assert_eq!(retry.headers()["stead-duplicate"], "true");
+    assert_eq!(body_json(retry), (200, json!({"balance": 1000})));
+    let (_, view) = body_json(http().get(node.url(path)).call().expect("get"));
+    assert_eq!(view["balance"], 1100, "the deposit was applied once");
 }

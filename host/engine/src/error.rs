@@ -35,6 +35,8 @@ pub enum Error {
     Storage(JournalError),
     #[error("conflicting write: {0}")]
     Conflict(String),
+    #[error("idempotency key reused: {0}")]
+    IdempotencyKeyReused(String),
     #[error("deploy refused: {0}")]
     Deploy(String),
     #[error("this node does not own shard {0}")]

@@ -161,12 +161,15 @@ impl Shards {
         }
     }
 
-    /// Queues a command; the receiver yields its outcome once durable.
+    /// Queues a command; the receiver yields its outcome once durable. With
+    /// a `digest` (of a caller-given id's command) the id is recognised for
+    /// the dedup horizon.
     pub fn command(
         &self,
         key: EntityKey,
         command: Vec<u8>,
         command_id: String,
+        digest: Option<[u8; 32]>,
         deadline: Instant,
         span: tracing::Span,
     ) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
@@ -178,6 +181,7 @@ impl Shards {
                 key,
                 command,
                 command_id,
+                digest,
                 reply: tx,
                 deadline,
                 span,

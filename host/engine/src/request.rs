@@ -69,6 +69,9 @@ pub(crate) struct CommandRequest {
     pub(crate) key: EntityKey,
     pub(crate) command: Vec<u8>,
     pub(crate) command_id: String,
+    /// SHA-256 of the command when the caller gave its id: the id is then
+    /// indexed, and a retry must carry the same command.
+    pub(crate) digest: Option<[u8; 32]>,
     pub(crate) reply: oneshot::Sender<Result<CommandReply, Error>>,
     /// Not started after this instant: the caller has given up or is about to.
     pub(crate) deadline: Instant,

@@ -9,6 +9,11 @@
 //!                        of EventRecords, or one EventRecord in journals
 //!                        written before pages)
 //!         | 0x02 snapshot (value: SnapshotRecord)
+//!         | 0x03 command id: key ends in command_id:str (value: its
+//!                        CommandIdRecord: seq-nr, time, digest)
+//! expiry  = shard:u32be 0x04 at_ms:u64be type:str id:str command_id:str
+//!           (empty value): the command ids of a shard in the order they
+//!           expire, so a sweep reads only what it removes
 //! ```
 //!
 //! An entity's newest events are in its **tail** page (seq = [`TAIL`]); an
@@ -29,6 +34,8 @@ use stead_journal::{EntityKey, ShardId};
 pub const SECTION_ENTITY: u8 = 0x00;
 pub const SECTION_EVENT: u8 = 0x01;
 pub const SECTION_SNAPSHOT: u8 = 0x02;
+pub const SECTION_COMMAND: u8 = 0x03;
+pub const SECTION_EXPIRY: u8 = 0x04;
 
 /// The sequence number in the key of an entity's tail page.
 pub const TAIL: u64 = u64::MAX;
@@ -86,12 +93,35 @@ pub fn event_key(key: &EntityKey, seq_nr: u64) -> Vec<u8> {
     out
 }
 
+/// The key of an entity's index entry of a caller-given command id.
+pub fn command_key(key: &EntityKey, command_id: &str) -> Vec<u8> {
+    let mut out = entity_prefix(key, SECTION_COMMAND);
+    push_str(&mut out, command_id);
+    out
+}
+
+/// The expiry key of a command id handled at `at_ms`.
+pub fn expiry_key(key: &EntityKey, at_ms: u64, command_id: &str) -> Vec<u8> {
+    let mut out = section_prefix(key.shard, SECTION_EXPIRY);
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    push_str(&mut out, &key.entity_type);
+    push_str(&mut out, &key.entity_id);
+    push_str(&mut out, command_id);
+    out
+}
+
 /// A decoded key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodedKey {
     Entity(EntityKey),
     Event(EntityKey, u64),
     Snapshot(EntityKey),
+    Command(EntityKey, String),
+    Expiry {
+        key: EntityKey,
+        at_ms: u64,
+        command_id: String,
+    },
 }
 
 /// Decodes any journal key, refusing anything malformed or with trailing bytes.
@@ -99,6 +129,10 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
     let mut r = Reader { bytes, pos: 0 };
     let shard = u32::from_be_bytes(r.array::<4>()?);
     let section = r.array::<1>()?[0];
+    let at_ms = match section {
+        SECTION_EXPIRY => Some(u64::from_be_bytes(r.array::<8>()?)),
+        _ => None,
+    };
     let entity_type = r.string()?;
     let entity_id = r.string()?;
     let key = EntityKey {
@@ -106,11 +140,17 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
         entity_type,
         entity_id,
     };
-    let decoded = match section {
-        SECTION_ENTITY => DecodedKey::Entity(key),
-        SECTION_SNAPSHOT => DecodedKey::Snapshot(key),
-        SECTION_EVENT => DecodedKey::Event(key, u64::from_be_bytes(r.array::<8>()?)),
-        other => return Err(KeyError(format!("unknown section {other:#04x}"))),
+    let decoded = match (section, at_ms) {
+        (SECTION_EXPIRY, Some(at_ms)) => DecodedKey::Expiry {
+            key,
+            at_ms,
+            command_id: r.string()?,
+        },
+        (SECTION_COMMAND, _) => DecodedKey::Command(key, r.string()?),
+        (SECTION_ENTITY, _) => DecodedKey::Entity(key),
+        (SECTION_SNAPSHOT, _) => DecodedKey::Snapshot(key),
+        (SECTION_EVENT, _) => DecodedKey::Event(key, u64::from_be_bytes(r.array::<8>()?)),
+        (other, _) => return Err(KeyError(format!("unknown section {other:#04x}"))),
     };
     if r.pos != bytes.len() {
         return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
@@ -164,7 +204,39 @@ mod tests {
             decode(&snapshot_key(&k)),
             Ok(DecodedKey::Snapshot(k.clone()))
         );
-        assert_eq!(decode(&event_key(&k, 42)), Ok(DecodedKey::Event(k, 42)));
+        assert_eq!(
+            decode(&event_key(&k, 42)),
+            Ok(DecodedKey::Event(k.clone(), 42))
+        );
+        assert_eq!(
+            decode(&command_key(&k, "key-1")),
+            Ok(DecodedKey::Command(k.clone(), "key-1".into()))
+        );
+        assert_eq!(
+            decode(&expiry_key(&k, 1_700_000_000_000, "key-1")),
+            Ok(DecodedKey::Expiry {
+                key: k,
+                at_ms: 1_700_000_000_000,
+                command_id: "key-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_shards_expiry_keys_sort_by_time_then_entity() {
+        let (a, b) = (key(2, "t", "b"), key(2, "t", "a"));
+        let keys = [
+            expiry_key(&a, 5, "x"),
+            expiry_key(&b, 6, "x"),
+            expiry_key(&a, 256, "x"),
+        ];
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(
+            keys.iter()
+                .all(|k| k.starts_with(&section_prefix(2, SECTION_EXPIRY)))
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub mod keys;
 
 pub use stead_types::config::SledOptions;
 
-use stead_journal::record::{self, EventRecord, PageBuf, SnapshotRecord};
+use stead_journal::record::{self, CommandIdRecord, EventRecord, PageBuf, SnapshotRecord};
 use stead_journal::{
     AppendError, CommitObserver, EntityAppend, EntityKey, FenceToken, Journal, JournalError,
     ShardId, StoredEvent,
@@ -453,18 +453,7 @@ impl SledJournal {
         batch: &mut sled::Batch,
     ) -> Result<(), AppendError> {
         let key = &append.key;
-        if append.events.is_empty() {
-            return Err(AppendError::Invalid {
-                key: key.clone(),
-                reason: "no events".into(),
-            });
-        }
-        if append.fence.shard != key.shard {
-            return Err(AppendError::Invalid {
-                key: key.clone(),
-                reason: format!("fence token is for shard {}", append.fence.shard),
-            });
-        }
+        append.check()?;
         let current = epochs.get(&key.shard).copied().unwrap_or(0);
         if append.fence.epoch != current || current == 0 {
             return Err(AppendError::Fenced {
@@ -501,6 +490,16 @@ impl SledJournal {
                 page = PageBuf::new(page.last_seq() + 1);
             }
             page.push(event);
+        }
+        for record in &append.command_ids {
+            batch.insert(
+                keys::command_key(key, &record.command_id),
+                &record::encode_command_id(record)[..],
+            );
+            batch.insert(
+                keys::expiry_key(key, record.at_ms, &record.command_id),
+                &[][..],
+            );
         }
         if tail.last_seq == 0 {
             // The index entry is written once, when the entity is created:
@@ -775,6 +774,98 @@ impl Journal for SledJournal {
             Ok(out)
         })
     }
+
+    fn find_command_id(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+    ) -> Result<Option<CommandIdRecord>, JournalError> {
+        let k = keys::command_key(key, command_id);
+        self.with_store(|store| {
+            match store
+                .journal
+                .get(&k)
+                .map_err(|e| sled_error("reading a command id", e))?
+            {
+                None => Ok(None),
+                Some(bytes) => record::decode_command_id(command_id, &bytes)
+                    .map(Some)
+                    .map_err(|e| JournalError::Corrupt {
+                        key: hex(&k),
+                        reason: e.0,
+                    }),
+            }
+        })
+    }
+
+    fn expire_command_ids(
+        &self,
+        fence: FenceToken,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<usize, AppendError> {
+        let current = self.lock_epochs().get(&fence.shard).copied().unwrap_or(0);
+        if fence.epoch != current || current == 0 {
+            return Err(AppendError::Fenced {
+                shard: fence.shard,
+                presented: fence.epoch,
+                current,
+            });
+        }
+        self.recover()?;
+        // Under the shard's stripe: no append of the shard interleaves.
+        let _stripe = self.stripes[fence.shard as usize % APPLY_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let expired = self.with_store(|store| {
+            let start = keys::section_prefix(fence.shard, keys::SECTION_EXPIRY);
+            let mut end = start.clone();
+            end.extend_from_slice(&before_ms.to_be_bytes());
+            let mut batch = sled::Batch::default();
+            // Entries removed; stale expiry keys (of an id indexed again
+            // later) go too but are not entries.
+            let (mut expired, mut changed) = (0, false);
+            for item in store.journal.range(start..end).take(limit) {
+                let (k, _) = item.map_err(|e| sled_error("listing expired command ids", e))?;
+                let Ok(keys::DecodedKey::Expiry {
+                    key,
+                    at_ms,
+                    command_id,
+                }) = keys::decode(&k)
+                else {
+                    return Err(JournalError::Corrupt {
+                        key: hex(&k),
+                        reason: "expected an expiry key".into(),
+                    });
+                };
+                batch.remove(k);
+                // A command id indexed again later has a newer entry: keep it.
+                let command_key = keys::command_key(&key, &command_id);
+                let indexed = store
+                    .journal
+                    .get(&command_key)
+                    .map_err(|e| sled_error("reading a command id", e))?;
+                if let Some(bytes) = indexed
+                    && record::decode_command_id(&command_id, &bytes)
+                        .is_ok_and(|r| r.at_ms == at_ms)
+                {
+                    batch.remove(command_key);
+                    expired += 1;
+                }
+                changed = true;
+            }
+            if changed {
+                self.note(
+                    store
+                        .journal
+                        .apply_batch(batch)
+                        .map_err(|e| sled_error("expiring command ids", e)),
+                )?;
+            }
+            Ok(expired)
+        })?;
+        Ok(expired)
+    }
 }
 
 /// Moves the leases of `shards` one epoch on, durably.
@@ -877,6 +968,7 @@ mod tests {
                             expected_seq_nr: seq,
                             fence,
                             events: vec![stead_journal::conformance::event("c", b"{}")],
+                            command_ids: Vec::new(),
                         }]);
                         assert_eq!(r, vec![Ok(())]);
                     }
@@ -906,6 +998,7 @@ mod tests {
                 expected_seq_nr: seq,
                 fence,
                 events,
+                command_ids: Vec::new(),
             }]);
             assert_eq!(r, vec![Ok(())]);
             seq += n;
@@ -977,6 +1070,7 @@ mod tests {
             expected_seq_nr: 0,
             fence,
             events: vec![ev(1)],
+            command_ids: Vec::new(),
         }]);
         assert!(matches!(
             stale[0],

@@ -19,6 +19,9 @@
 //! - **Durable on success**: when `append` returns `Ok` for an entity, its
 //!   events survive a crash and a power loss. Concurrent appends share one
 //!   durable flush (group commit).
+//! - **Command ids**: the command ids an append indexes are written in the
+//!   same atomic step as its events (both or neither); one is found by
+//!   [`Journal::find_command_id`] until the shard's holder expires it.
 //!
 //! The journal knows nothing of wasm, shards' workers or commands' meaning.
 
@@ -30,7 +33,7 @@ pub mod record;
 use std::sync::Arc;
 
 pub use memory::{MemoryJournal, MemoryStore};
-pub use record::{EventRecord, SnapshotRecord};
+pub use record::{CommandIdRecord, EventRecord, SnapshotRecord};
 pub use stead_types::{EntityKey, FenceToken, ShardId};
 
 /// Events to append to one entity.
@@ -43,6 +46,41 @@ pub struct EntityAppend {
     pub fence: FenceToken,
     /// Events, persisted as `expected_seq_nr + 1, + 2, ...`. Not empty.
     pub events: Vec<EventRecord>,
+    /// Caller-given command ids of these events' commands, indexed in the
+    /// same atomic write; each `seq_nr` is one of this append's events.
+    pub command_ids: Vec<CommandIdRecord>,
+}
+
+impl EntityAppend {
+    /// Checks what every backend refuses as `Invalid` (before the fence and
+    /// the sequence number): no events, another shard's fence, an indexed
+    /// command id outside this append's events.
+    pub fn check(&self) -> Result<(), AppendError> {
+        let invalid = |reason: String| {
+            Err(AppendError::Invalid {
+                key: self.key.clone(),
+                reason,
+            })
+        };
+        if self.events.is_empty() {
+            return invalid("no events".into());
+        }
+        if self.fence.shard != self.key.shard {
+            return invalid(format!("fence token is for shard {}", self.fence.shard));
+        }
+        let last = self.expected_seq_nr + self.events.len() as u64;
+        if let Some(c) = self.command_ids.iter().find(|c| {
+            c.seq_nr <= self.expected_seq_nr || c.seq_nr > last || c.command_id.is_empty()
+        }) {
+            return invalid(format!(
+                "command id `{}` indexed at seq-nr {} outside the appended {}..={last}",
+                c.command_id,
+                c.seq_nr,
+                self.expected_seq_nr + 1
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An event as stored, with its sequence number.
@@ -138,4 +176,23 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The `(entity type, entity id)` of every entity with events in `shard`.
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError>;
+
+    /// The index entry of a caller-given command id of an entity, if one
+    /// was appended and has not expired.
+    fn find_command_id(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+    ) -> Result<Option<CommandIdRecord>, JournalError>;
+
+    /// Removes at most `limit` command-id entries of the fenced shard with
+    /// `at_ms < before_ms`, oldest first; returns how many. Only the holder
+    /// of the shard's lease may (`Fenced` otherwise). The events keep their
+    /// command ids: only the index forgets.
+    fn expire_command_ids(
+        &self,
+        fence: FenceToken,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<usize, AppendError>;
 }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::{
-    AppendError, CommitObserver, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
-    JournalError, ShardId, SnapshotRecord, StoredEvent,
+    AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord, FenceToken,
+    Journal, JournalError, ShardId, SnapshotRecord, StoredEvent,
 };
 
 /// The shared state behind [`MemoryJournal`] handles.
@@ -31,6 +31,7 @@ struct Store {
     /// Ordered, so a shard's entities list in key order as sled's do.
     events: BTreeMap<EntityKey, Vec<EventRecord>>,
     snapshots: HashMap<EntityKey, SnapshotRecord>,
+    command_ids: BTreeMap<(EntityKey, String), CommandIdRecord>,
     /// Each shard's lease epoch (its last claim's).
     leases: HashMap<ShardId, u64>,
 }
@@ -72,6 +73,27 @@ impl MemoryJournal {
 
     fn held(&self) -> MutexGuard<'_, HashMap<ShardId, u64>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store {
+    /// Refuses a token unless this handle holds the shard's current lease
+    /// under it.
+    fn check_fence(
+        &self,
+        held: &HashMap<ShardId, u64>,
+        fence: FenceToken,
+    ) -> Result<(), AppendError> {
+        let lease = self.leases.get(&fence.shard).copied().unwrap_or(0);
+        let held_epoch = held.get(&fence.shard).copied();
+        if held_epoch != Some(lease) || fence.epoch != lease {
+            return Err(AppendError::Fenced {
+                shard: fence.shard,
+                presented: fence.epoch,
+                current: if held_epoch.is_some() { lease } else { 0 },
+            });
+        }
+        Ok(())
     }
 }
 
@@ -117,23 +139,9 @@ impl Journal for MemoryJournal {
         let results: Vec<_> = appends
             .into_iter()
             .map(|append| {
+                append.check()?;
+                store.check_fence(&held, append.fence)?;
                 let key = append.key;
-                if append.events.is_empty() || append.fence.shard != key.shard {
-                    return Err(AppendError::Invalid {
-                        key,
-                        reason: "an append needs events and its own shard's fence".into(),
-                    });
-                }
-                // Only the holder of the shard's current lease may write.
-                let lease = store.leases.get(&key.shard).copied().unwrap_or(0);
-                let held_epoch = held.get(&key.shard).copied();
-                if held_epoch != Some(lease) || append.fence.epoch != lease {
-                    return Err(AppendError::Fenced {
-                        shard: key.shard,
-                        presented: append.fence.epoch,
-                        current: if held_epoch.is_some() { lease } else { 0 },
-                    });
-                }
                 let events = store.events.entry(key.clone()).or_default();
                 let actual = events.len() as u64;
                 if append.expected_seq_nr != actual {
@@ -144,6 +152,11 @@ impl Journal for MemoryJournal {
                     });
                 }
                 events.extend(append.events);
+                for record in append.command_ids {
+                    store
+                        .command_ids
+                        .insert((key.clone(), record.command_id.clone()), record);
+                }
                 Ok(())
             })
             .collect();
@@ -215,6 +228,41 @@ impl Journal for MemoryJournal {
             .filter(|(key, events)| key.shard == shard && !events.is_empty())
             .map(|(key, _)| (key.entity_type.clone(), key.entity_id.clone()))
             .collect())
+    }
+
+    fn find_command_id(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+    ) -> Result<Option<CommandIdRecord>, JournalError> {
+        Ok(self
+            .store
+            .lock()
+            .command_ids
+            .get(&(key.clone(), command_id.to_owned()))
+            .cloned())
+    }
+
+    fn expire_command_ids(
+        &self,
+        fence: FenceToken,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<usize, AppendError> {
+        let mut store = self.store.lock();
+        store.check_fence(&self.held(), fence)?;
+        let mut expired: Vec<(u64, (EntityKey, String))> = store
+            .command_ids
+            .iter()
+            .filter(|((key, _), record)| key.shard == fence.shard && record.at_ms < before_ms)
+            .map(|(k, record)| (record.at_ms, k.clone()))
+            .collect();
+        expired.sort();
+        expired.truncate(limit);
+        for (_, k) in &expired {
+            store.command_ids.remove(k);
+        }
+        Ok(expired.len())
     }
 }
 

@@ -55,6 +55,20 @@ pub struct SnapshotRecord {
     pub dedup: Vec<(u64, u64)>,
 }
 
+/// A command id a caller gave, indexed so that a retry is recognised for
+/// the whole dedup horizon, however many commands came in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandIdRecord {
+    pub command_id: String,
+    /// The sequence number of the command's last event, which stores the
+    /// command id and its reply.
+    pub seq_nr: u64,
+    /// When the command was handled (host clock, ms since the Unix epoch).
+    pub at_ms: u64,
+    /// SHA-256 of the command's bytes: a retry must carry the same command.
+    pub digest: [u8; 32],
+}
+
 /// A record that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed journal record: {0}")]
@@ -270,6 +284,33 @@ pub fn encode_entity(last_seq_nr: u64) -> [u8; 9] {
     out[0] = FORMAT_V1;
     out[1..].copy_from_slice(&last_seq_nr.to_be_bytes());
     out
+}
+
+/// Encodes a command-id index entry (the id itself is in its key).
+pub fn encode_command_id(record: &CommandIdRecord) -> [u8; 49] {
+    let mut out = [0u8; 49];
+    out[0] = FORMAT_V1;
+    out[1..9].copy_from_slice(&record.seq_nr.to_be_bytes());
+    out[9..17].copy_from_slice(&record.at_ms.to_be_bytes());
+    out[17..].copy_from_slice(&record.digest);
+    out
+}
+
+/// Decodes a command-id index entry of `command_id`.
+pub fn decode_command_id(command_id: &str, bytes: &[u8]) -> Result<CommandIdRecord, RecordError> {
+    let mut r = Reader::new(bytes);
+    r.version()?;
+    let seq_nr = r.u64()?;
+    let at_ms = r.u64()?;
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(r.take(32)?);
+    r.end()?;
+    Ok(CommandIdRecord {
+        command_id: command_id.to_owned(),
+        seq_nr,
+        at_ms,
+        digest,
+    })
 }
 
 /// Decodes an entity index entry.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use stead_engine::{EngineParts, Shards, WorkerStats};
 use stead_journal::{EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent};
@@ -320,7 +321,7 @@ impl Node {
                 limits.max_command_bytes
             )));
         }
-        let command_id = match command_id {
+        let (command_id, digest) = match command_id {
             Some(id) => {
                 if id.is_empty()
                     || id.len() > limits.max_command_id_bytes
@@ -331,12 +332,18 @@ impl Node {
                         limits.max_command_id_bytes
                     )));
                 }
-                id
+                // The caller may retry it: its command's digest goes along,
+                // so a retry with another command is refused.
+                let digest: [u8; 32] = Sha256::digest(&command).into();
+                (id, Some(digest))
             }
-            None => format!(
-                "{}-{}",
-                self.id_prefix,
-                self.next_id.fetch_add(1, Ordering::Relaxed)
+            None => (
+                format!(
+                    "{}-{}",
+                    self.id_prefix,
+                    self.next_id.fetch_add(1, Ordering::Relaxed)
+                ),
+                None,
             ),
         };
         let span = tracing::info_span!(
@@ -347,7 +354,7 @@ impl Node {
             seq_nr = tracing::field::Empty,
         );
         self.shards()?
-            .command(key, command, command_id, deadline, span)
+            .command(key, command, command_id, digest, deadline, span)
     }
 
     /// The entity's view (its read model, JSON).

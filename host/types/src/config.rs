@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default dedup window (commands with events remembered per entity).
 pub const DEFAULT_DEDUP_WINDOW: usize = 64;
+/// Default time a caller-given command id is recognised after its command.
+pub const DEFAULT_DEDUP_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// Default most activations per worker batch.
 pub const DEFAULT_MAX_ACTIVATIONS_PER_BATCH: usize = 64;
 
@@ -160,9 +162,14 @@ pub struct ShardOptions {
     /// freed; it is recovered from the journal on its next command).
     /// Default 2 minutes.
     pub idle_timeout: Duration,
-    /// Commands per entity whose ids are remembered for deduplication.
-    /// Default 64.
+    /// Commands per entity whose ids are remembered in memory: the fast
+    /// path of deduplication. Default 64.
     pub dedup_window: usize,
+    /// How long a caller-given command id (an idempotency key) is
+    /// recognised after its command was acknowledged, however many commands
+    /// the entity took since; its index entry is removed after that.
+    /// Default 24 hours.
+    pub dedup_horizon: Duration,
     /// Most entities a worker recovers from the journal in one batch.
     /// Commands and views for further inactive entities wait for the next
     /// batch, so a restart followed by a rush of traffic to many entities
@@ -186,6 +193,7 @@ impl Default for ShardOptions {
             max_batch: DEFAULT_MAX_BATCH,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             dedup_window: DEFAULT_DEDUP_WINDOW,
+            dedup_horizon: DEFAULT_DEDUP_HORIZON,
             max_activations_per_batch: DEFAULT_MAX_ACTIVATIONS_PER_BATCH,
         }
     }

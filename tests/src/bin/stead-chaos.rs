@@ -112,7 +112,7 @@ fn main() {
         );
         let result = run(&config, &mut |r| {
             println!(
-                "  {fault} round {:>3}: killed after {:>5} ms, {:>6} acked, {:>3} in doubt, {:>3} found persisted, {:>7} events verified, {:>4} retries, {:>9} unsynced bytes lost, ready in {} ms",
+                "  {fault} round {:>3}: killed after {:>5} ms, {:>6} acked, {:>3} in doubt, {:>3} found persisted, {:>7} events verified, {:>4} retries ({:>4} past the window), {:>9} unsynced bytes lost, ready in {} ms",
                 r.round,
                 r.kill_after.as_millis(),
                 r.acked,
@@ -120,6 +120,7 @@ fn main() {
                 r.in_doubt_persisted,
                 r.events_verified,
                 r.retries_checked,
+                r.retries_past_window,
                 r.lost_unsynced_bytes,
                 r.restart_to_ready.as_millis()
             );
@@ -127,13 +128,14 @@ fn main() {
         match result {
             Ok(report) => {
                 println!(
-                    "chaos: {fault}: {} rounds, {} crashes survived, {} commands acknowledged, {} in doubt, {} events in the final check, {} retries answered as duplicates, {:.0} s",
+                    "chaos: {fault}: {} rounds, {} crashes survived, {} commands acknowledged, {} in doubt, {} events in the final check, {} retries answered as duplicates ({} past the node's window), {:.0} s",
                     report.rounds,
                     report.crashes,
                     report.acked,
                     report.in_doubt,
                     report.events_verified_last,
                     report.retries_checked,
+                    report.retries_past_window,
                     report.elapsed.as_secs_f64()
                 );
                 reports.push(report);
@@ -157,6 +159,7 @@ fn main() {
                     "events_verified_final": r.events_verified_last,
                     "events_verified_total": r.events_verified_total,
                     "duplicate_retries": r.retries_checked,
+                    "duplicate_retries_past_window": r.retries_past_window,
                     "seconds": r.elapsed.as_secs_f64(),
                 })
             })

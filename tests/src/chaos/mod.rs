@@ -109,6 +109,9 @@ pub struct RoundReport {
     pub events_verified: u64,
     /// Retries of acknowledged command ids answered as duplicates.
     pub retries_checked: u64,
+    /// Of those, retries of commands past the node's dedup window (found in
+    /// the journal's command-id index).
+    pub retries_past_window: u64,
     /// Bytes of unsynced writes the power cut dropped (power loss only).
     pub lost_unsynced_bytes: u64,
     pub kill_after: Duration,
@@ -126,6 +129,7 @@ pub struct ChaosReport {
     pub events_verified_last: u64,
     pub events_verified_total: u64,
     pub retries_checked: u64,
+    pub retries_past_window: u64,
     pub elapsed: Duration,
 }
 
@@ -216,10 +220,12 @@ pub fn run(
         let checked = check(&node, &mut ledgers, config.clients).map_err(fail(round))?;
         round_report.events_verified = checked.events;
         round_report.retries_checked = checked.retries;
+        round_report.retries_past_window = checked.retries_past_window;
         round_report.in_doubt_persisted = checked.in_doubt_persisted;
         report.events_verified_last = checked.events;
         report.events_verified_total += checked.events;
         report.retries_checked += checked.retries;
+        report.retries_past_window += checked.retries_past_window;
         if round > config.rounds {
             node.stop().map_err(fail(round))?;
             report.rounds = config.rounds;
@@ -344,6 +350,9 @@ impl NodeProcess {
         let mut child = Command::new(stead)
             .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(["--shards", "16", "--workers", "2"])
+            // A window of 2: retries of older commands (the checks retry the
+            // oldest) are recognised through the journal's command-id index.
+            .args(["--dedup-window", "2"])
             .arg("--data-dir")
             .arg(data_dir)
             .env("STEAD_LOG", "error")
@@ -572,6 +581,7 @@ fn drive(
 struct Checked {
     events: u64,
     retries: u64,
+    retries_past_window: u64,
     in_doubt_persisted: u64,
 }
 
@@ -613,6 +623,7 @@ fn check(node: &NodeProcess, ledgers: &mut [Ledger], threads: usize) -> Result<C
         let c = result?;
         total.events += c.events;
         total.retries += c.retries;
+        total.retries_past_window += c.retries_past_window;
         total.in_doubt_persisted += c.in_doubt_persisted;
     }
     Ok(total)
@@ -726,18 +737,30 @@ fn check_entity(
             "{who}: the view is {view}, the fold of its events gives {expected}"
         ));
     }
-    // Retry the last acknowledged command (well inside the dedup window).
-    if let Some(last) = ledger.acked.last().cloned() {
-        match client.send(ty, &id, &last.payload, &last.command_id) {
+    // Retry the last acknowledged command (in the node's dedup window) and
+    // the oldest (past the window of 2 the nodes run with when the entity
+    // took more: found through the journal's command-id index).
+    let retried: Vec<_> = match (ledger.acked.first(), ledger.acked.last()) {
+        (Some(first), Some(last)) if ledger.acked.len() > 1 => vec![last.clone(), first.clone()],
+        (_, Some(last)) => vec![last.clone()],
+        _ => Vec::new(),
+    };
+    for (i, acked) in retried.into_iter().enumerate() {
+        match client.send(ty, &id, &acked.payload, &acked.command_id) {
             Outcome::Acked {
                 reply,
                 seq_nr,
                 duplicate: true,
-            } if reply == last.reply && seq_nr == last.seq_nr => checked.retries += 1,
+            } if reply == acked.reply && seq_nr == acked.seq_nr => {
+                checked.retries += 1;
+                if i == 1 && ledger.acked.len() > 2 {
+                    checked.retries_past_window += 1;
+                }
+            }
             other => {
                 return Err(format!(
                     "{who}: retry of acknowledged command {} (seq-nr {}, reply {}) gave {other:?}",
-                    last.command_id, last.seq_nr, last.reply
+                    acked.command_id, acked.seq_nr, acked.reply
                 ));
             }
         }

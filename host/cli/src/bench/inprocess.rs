@@ -253,6 +253,7 @@ pub fn recovery(
             expected_seq_nr: journal.last_seq_nr(&key)?,
             fence,
             events: records,
+            command_ids: Vec::new(),
         };
         if let Some(Err(e)) = journal.append(vec![append]).pop() {
             bail!("seeding the history: {e}");

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use super::{Figure, Latencies, ms, progress};
 use stead_api::proto::SendRequest;
 use stead_api::proto::entities_client::EntitiesClient;
-use stead_journal::{EntityAppend, EntityKey, EventRecord, Journal};
+use stead_journal::{CommandIdRecord, EntityAppend, EntityKey, EventRecord, Journal};
 use stead_journal_sled::{SledJournal, SledOptions};
 
 /// The workload: an entity type, how to create its entities and the command
@@ -86,11 +86,24 @@ const WRK_SCRIPT: &str = r#"
 local entities = __ENTITIES__
 local path_prefix = "__PREFIX__"
 local body = [[__BODY__]]
+local keyed = __KEYED__
 local headers = { ["Content-Type"] = "application/json" }
+local next_tid = 0
+setup = function(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+end
+local counter = 0
 request = function()
   local path = path_prefix
   if entities > 0 then
     path = path_prefix .. "bench-" .. math.random(0, entities - 1)
+  end
+  if keyed then
+    -- A new key per request, unique per thread and run: every command is
+    -- looked up and indexed, none is a duplicate.
+    counter = counter + 1
+    headers["Idempotency-Key"] = "__RUN__-" .. tid .. "-" .. counter
   end
   return wrk.format("POST", path, headers, body)
 end
@@ -108,13 +121,19 @@ fn wrk(
     prefix: &str,
     entities: usize,
     body: &str,
+    keyed: bool,
     connections: usize,
     duration: Duration,
 ) -> Result<(f64, Latencies, u64)> {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let script = WRK_SCRIPT
         .replace("__ENTITIES__", &entities.to_string())
         .replace("__PREFIX__", prefix)
-        .replace("__BODY__", body);
+        .replace("__BODY__", body)
+        .replace("__KEYED__", if keyed { "true" } else { "false" })
+        .replace("__RUN__", &format!("{run:x}"));
     let dir = tempfile::tempdir().context("temporary directory")?;
     let path = dir.path().join("stead.lua");
     std::fs::write(&path, script).context("writing the wrk script")?;
@@ -175,12 +194,33 @@ pub async fn http(
         w.entities
     ));
     let prefix = format!("/v1/entities/{}/", w.entity_type);
-    let (rps, lat, errors) = wrk(http, &prefix, w.entities, &w.command, connections, duration)?;
+    let (rps, lat, errors) = wrk(
+        http,
+        &prefix,
+        w.entities,
+        &w.command,
+        false,
+        connections,
+        duration,
+    )?;
+    progress(&format!(
+        "wrk: the same load with a new Idempotency-Key on every request ({}s)",
+        duration.as_secs()
+    ));
+    let (keyed_rps, keyed_lat, keyed_errors) = wrk(
+        http,
+        &prefix,
+        w.entities,
+        &w.command,
+        true,
+        connections,
+        duration,
+    )?;
     progress(&format!(
         "wrk: the same load on the no-op route ({}s)",
         duration.as_secs()
     ));
-    let (noop_rps, noop_lat, _) = wrk(http, "/v1/noop", 0, "{}", connections, duration)?;
+    let (noop_rps, noop_lat, _) = wrk(http, "/v1/noop", 0, "{}", false, connections, duration)?;
     let ratio = rps / noop_rps;
     Ok(vec![
         Figure::new("http", "persisted commands/s", rps, "req/s")
@@ -196,7 +236,46 @@ pub async fn http(
             "ms",
         ),
         Figure::new("http", "errors", errors as f64, "req"),
+        Figure::new(
+            "http",
+            "persisted commands/s, Idempotency-Key on each",
+            keyed_rps,
+            "req/s",
+        )
+        .against("without keys", rps, "req/s")
+        .target("within 10%", keyed_rps >= 0.9 * rps),
+        Figure::new(
+            "http",
+            "p99, Idempotency-Key on each",
+            ms(keyed_lat.p99),
+            "ms",
+        )
+        .against("without keys", ms(lat.p99), "ms"),
+        Figure::new(
+            "http",
+            "index bytes per key (entry + expiry key, 36-byte key)",
+            index_bytes_per_key(&w.entity_type) as f64,
+            "bytes",
+        ),
+        Figure::new("http", "errors, keyed", keyed_errors as f64, "req"),
     ])
+}
+
+/// The journal bytes one idempotency key adds for an entity `bench-NNNNN`
+/// with a key of UUID length: its index entry and its expiry key, as the
+/// sled backend encodes them (sled adds its own per-key overhead).
+fn index_bytes_per_key(entity_type: &str) -> usize {
+    let key = EntityKey::new(0, entity_type, "bench-12345");
+    let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let record = CommandIdRecord {
+        command_id: id.to_owned(),
+        seq_nr: 1,
+        at_ms: 0,
+        digest: [0; 32],
+    };
+    stead_journal_sled::keys::command_key(&key, id).len()
+        + stead_journal::record::encode_command_id(&record).len()
+        + stead_journal_sled::keys::expiry_key(&key, 0, id).len()
 }
 
 /// gRPC with a Rust client: `concurrency` requests in flight over
@@ -287,6 +366,7 @@ pub fn durable_flush(dir: &Path, rounds: usize) -> Result<Latencies> {
                 payload: br#"{"deposited":{"amount":1}}"#.to_vec(),
                 reply: Some(br#"{"balance":1}"#.to_vec()),
             }],
+            command_ids: Vec::new(),
         };
         let started = Instant::now();
         let result = journal.append(vec![append]);

@@ -215,6 +215,31 @@ mod tests {
     }
 
     #[test]
+    fn the_dedup_horizon_takes_units_and_refuses_zero_and_nonsense() {
+        assert_eq!(
+            parse::horizon(up::DEFAULT_DEDUP_HORIZON_TEXT),
+            Ok(stead_types::config::DEFAULT_DEDUP_HORIZON)
+        );
+        let horizon = |text: &str| parse(&["up", "--dedup-horizon", text]);
+        for ok in ["24h", "90m", "3600", "3600s", "7d"] {
+            assert!(horizon(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("0", "at least 1s"),
+            ("0h", "at least 1s"),
+            ("3w", "unknown unit"),
+            ("h", "not a duration"),
+            ("3651d", "at most 3650d"),
+        ] {
+            let text = horizon(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(text.contains(says), "{bad}: {text}");
+        }
+    }
+
+    #[test]
     fn the_defaults_and_positive_values_parse() {
         assert!(parse(&["up"]).is_ok());
         assert!(parse(&["up", "--workers", "1", "--queue-depth", "1"]).is_ok());

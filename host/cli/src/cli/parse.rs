@@ -37,3 +37,42 @@ where
         Ok(value)
     }
 }
+
+/// Longest dedup horizon `stead up` takes: ten years.
+pub(crate) const MAX_DEDUP_HORIZON: std::time::Duration =
+    std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses a duration as `<number><unit>` with unit `s`, `m`, `h` or `d`
+/// (a bare number is seconds), from 1 second to [`MAX_DEDUP_HORIZON`].
+pub(crate) fn horizon(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let per_unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 24 * 3600,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: give a number of seconds, or a number with s, m, h or d (e.g. 24h)"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|e| format!("`{text}` is not a duration: {e}"))?;
+    let duration = std::time::Duration::from_secs(n.saturating_mul(per_unit));
+    if duration.is_zero() {
+        return Err("must be at least 1s".into());
+    }
+    if duration > MAX_DEDUP_HORIZON {
+        return Err(format!(
+            "must be at most {}d",
+            MAX_DEDUP_HORIZON.as_secs() / (24 * 3600)
+        ));
+    }
+    Ok(duration)
+}

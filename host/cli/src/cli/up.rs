@@ -19,7 +19,7 @@ use stead_types::config::{self as defaults, NodeConfig};
 
 use super::parse::{
     MAX_CALL_DEADLINE_MS, MAX_IDLE_TIMEOUT_SECS, MAX_MEMORY_LIMIT_MIB, MAX_REQUEST_TIMEOUT_MS,
-    at_least_one, up_to,
+    at_least_one, horizon, up_to,
 };
 
 #[derive(clap::Args)]
@@ -49,6 +49,16 @@ pub(crate) struct UpArgs {
     /// Memory limit of a guest instance, in MiB.
     #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = defaults::DEFAULT_MEMORY_LIMIT_MIB, value_parser = up_to(MAX_MEMORY_LIMIT_MIB))]
     memory_limit_mib: usize,
+    /// Commands per entity whose ids are kept in memory: the fast path of
+    /// deduplication (older ids are found in the journal's index).
+    #[arg(long, env = "STEAD_DEDUP_WINDOW", default_value_t = defaults::DEFAULT_DEDUP_WINDOW, value_parser = at_least_one::<usize>)]
+    dedup_window: usize,
+    /// How long a command id given by a client (HTTP `Idempotency-Key`,
+    /// gRPC/CLI command id) is recognised after its command: a retry within
+    /// it gets the original reply, however many commands came in between.
+    /// Seconds, or a number with s, m, h or d.
+    #[arg(long, env = "STEAD_DEDUP_HORIZON", default_value = DEFAULT_DEDUP_HORIZON_TEXT, value_parser = horizon)]
+    dedup_horizon: std::time::Duration,
     /// Idle time after which an entity is passivated, in seconds.
     #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = up_to(MAX_IDLE_TIMEOUT_SECS))]
     idle_timeout_secs: u64,
@@ -102,6 +112,10 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "STEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+/// `stead_types::config::DEFAULT_DEDUP_HORIZON` as the flag spells it (a
+/// test keeps the two equal).
+pub(crate) const DEFAULT_DEDUP_HORIZON_TEXT: &str = "24h";
 
 /// A default duration in whole milliseconds, as the flags take it.
 fn millis(d: std::time::Duration) -> u64 {
@@ -158,6 +172,8 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
     limits.max_state_bytes = args.max_state_bytes;
     limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms);
     config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs);
+    config.shards.dedup_horizon = args.dedup_horizon;
+    config.shards.dedup_window = args.dedup_window;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stead-api")

@@ -6,11 +6,14 @@
 //! memory, so its next request recovers it from the journal; views and
 //! state reads are answered after the append, never from undurable state.
 
+use std::sync::Arc;
+
 use foldhash::{HashMap, HashMapExt};
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use stead_journal::{EntityAppend, EntityKey, EventRecord, SnapshotRecord};
+use stead_journal::{CommandIdRecord, EntityAppend, EntityKey, EventRecord, SnapshotRecord};
+use stead_runtime::Deployment;
 
 use super::Worker;
 use crate::Error;
@@ -52,6 +55,8 @@ pub(crate) struct Pending {
     pub(crate) reply: Vec<u8>,
     pub(crate) seq_nr: u64,
     pub(crate) duplicate: bool,
+    /// The command's digest when its id is the caller's.
+    pub(crate) digest: Option<[u8; 32]>,
     pub(crate) span: Span,
 }
 
@@ -59,6 +64,11 @@ pub(crate) struct Pending {
 pub(crate) struct Staged {
     pub(crate) expected_seq_nr: u64,
     pub(crate) events: Vec<EventRecord>,
+    /// Caller-given command ids of these events, indexed with them.
+    pub(crate) command_ids: Vec<CommandIdRecord>,
+    /// The deployment that produced the events: its snapshot policy and
+    /// version apply once they are durable.
+    pub(crate) deployment: Arc<Deployment>,
 }
 
 impl Worker {
@@ -91,23 +101,25 @@ impl Worker {
         let mut failed: HashMap<EntityKey, Error> = HashMap::new();
         if !staged.is_empty() {
             let mut appends = Vec::with_capacity(staged.len());
+            let mut deployments = Vec::with_capacity(staged.len());
             for (key, s) in staged {
                 let Some(fence) = self.fences.get(&key.shard).copied() else {
                     failed.insert(key.clone(), Error::NotOwner(key.shard));
                     continue;
                 };
+                deployments.push((key.clone(), s.deployment));
                 appends.push(EntityAppend {
                     key,
                     expected_seq_nr: s.expected_seq_nr,
                     fence,
                     events: s.events,
+                    command_ids: s.command_ids,
                 });
             }
-            let keys: Vec<EntityKey> = appends.iter().map(|a| a.key.clone()).collect();
             let results = self.journal.append(appends);
-            for (key, result) in keys.into_iter().zip(results) {
+            for ((key, deployment), result) in deployments.into_iter().zip(results) {
                 match result {
-                    Ok(()) => self.after_durable(&key),
+                    Ok(()) => self.after_durable(&key, &deployment),
                     Err(e) => {
                         tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
                         failed.insert(key, Error::from(e));
@@ -133,14 +145,11 @@ impl Worker {
     }
 
     /// Marks an entity's events durable and snapshots it per its policy.
-    fn after_durable(&mut self, key: &EntityKey) {
+    fn after_durable(&mut self, key: &EntityKey, deployment: &Deployment) {
         let Some(entity) = self.entities.get_mut(key) else {
             return;
         };
         entity.durable_seq_nr = entity.seq_nr;
-        let Some(deployment) = self.registry.get(&key.entity_type) else {
-            return;
-        };
         let every = u64::from(deployment.info.snapshot_every);
         if every == 0 || entity.seq_nr - entity.snapshot_seq_nr < every {
             return;
@@ -188,6 +197,7 @@ impl Worker {
             expected_seq_nr: last,
             fence,
             events: records,
+            command_ids: Vec::new(),
         };
         match self.journal.append(vec![append]).pop() {
             Some(Ok(())) => Ok(last + n),

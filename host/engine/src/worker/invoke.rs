@@ -13,10 +13,11 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use stead_journal::{EntityKey, EventRecord};
+use stead_journal::{CommandIdRecord, EntityKey, EventRecord};
 use stead_runtime::{CommandCall, Deployment, GuestFault, GuestInstance, Rejection};
 
 use super::Worker;
@@ -35,7 +36,7 @@ impl InstancePool {
     /// An instance of the live `deployment`: the pooled one if it belongs to
     /// that deployment (a new deployment replaces older instances), else a
     /// new one.
-    fn take(&self, deployment: &Deployment) -> Result<Pooled, GuestFault> {
+    fn take(&self, deployment: Arc<Deployment>) -> Result<Pooled, GuestFault> {
         let name = &deployment.info.name;
         let pooled = self.idle.borrow_mut().remove_entry(name.as_str());
         let (entity_type, instance) = match pooled {
@@ -44,6 +45,7 @@ impl InstancePool {
         };
         Ok(Pooled {
             instance: Some(instance),
+            deployment,
             entity_type,
             pool: self.idle.clone(),
             faulted: false,
@@ -54,6 +56,8 @@ impl InstancePool {
 /// An instance out of the pool; back into it on drop unless it faulted.
 pub(crate) struct Pooled {
     instance: Option<GuestInstance>,
+    /// The deployment the instance belongs to.
+    deployment: Arc<Deployment>,
     entity_type: String,
     pool: Rc<RefCell<HashMap<String, GuestInstance>>>,
     faulted: bool,
@@ -115,11 +119,12 @@ impl Worker {
             key,
             command,
             command_id,
+            digest,
             reply,
             span,
             deadline: _,
         } = cmd;
-        match self.invoke(&key, &command, &command_id, batch) {
+        match self.invoke(&key, &command, &command_id, digest.as_ref(), batch) {
             Ok(invoked) => {
                 span.record("seq_nr", invoked.seq_nr);
                 batch.pending.push(Pending {
@@ -128,6 +133,7 @@ impl Worker {
                     reply: invoked.reply,
                     seq_nr: invoked.seq_nr,
                     duplicate: invoked.duplicate,
+                    digest,
                     span,
                 });
             }
@@ -142,13 +148,14 @@ impl Worker {
         key: &EntityKey,
         command: &[u8],
         command_id: &str,
+        digest: Option<&[u8; 32]>,
         batch: &mut Batch,
     ) -> Result<Invoked, Error> {
         let mut instance = self.instance_for(&key.entity_type)?;
         self.ensure_active(key, &mut instance)?;
         // Deduplication: a command id already persisted for this entity gets
         // the original reply and persists nothing.
-        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, &batch.pending)? {
+        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, digest, batch)? {
             tracing::debug!(seq_nr, "duplicate command id: original reply");
             return Ok(Invoked {
                 seq_nr,
@@ -178,6 +185,7 @@ impl Worker {
                 return Err(Error::guest(&key.entity_type, fault));
             }
         };
+        let deployment = instance.deployment.clone();
         drop(instance);
         let n = decision.events.len() as u64;
         let seq_after = seq_before + n;
@@ -185,7 +193,20 @@ impl Worker {
             let staged = batch.staged.entry(key.clone()).or_insert_with(|| Staged {
                 expected_seq_nr: seq_before,
                 events: Vec::new(),
+                command_ids: Vec::new(),
+                deployment: deployment.clone(),
             });
+            // A caller's id is indexed for the dedup horizon with the events.
+            if let Some(digest) = digest {
+                staged.command_ids.push(CommandIdRecord {
+                    command_id: command_id.to_owned(),
+                    seq_nr: seq_after,
+                    at_ms: batch.now_ms,
+                    digest: *digest,
+                });
+            }
+            // The snapshot policy and version of the code that ran last.
+            staged.deployment = deployment;
             for (i, payload) in decision.events.into_iter().enumerate() {
                 staged.events.push(EventRecord {
                     command_id: command_id.to_owned(),
@@ -218,7 +239,7 @@ impl Worker {
             .get(entity_type)
             .ok_or_else(|| Error::UnknownType(entity_type.to_owned()))?;
         self.pool
-            .take(&deployment)
+            .take(deployment)
             .map_err(|fault| Error::guest(entity_type, fault))
     }
 
@@ -245,13 +266,19 @@ impl Worker {
         Ok(())
     }
 
-    /// Looks the command id up in the entity's window; a hash match is
-    /// confirmed against the stored event (or this batch's pending replies).
+    /// The original outcome of a command id this entity already took: the
+    /// seq-nr of its last event and its reply. Looked up in the entity's
+    /// window first (a hash match is confirmed against this batch's pending
+    /// replies or the stored event); a caller-given id (with a `digest` of
+    /// its command) missing there is looked up in this batch's staged events
+    /// and then in the journal's index, within the dedup horizon. A caller's
+    /// id found with another command's digest is refused.
     fn find_duplicate(
         &self,
         key: &EntityKey,
         command_id: &str,
-        pending: &[Pending],
+        digest: Option<&[u8; 32]>,
+        batch: &Batch,
     ) -> Result<Option<(u64, Vec<u8>)>, Error> {
         let Some(entity) = self.entities.get(key) else {
             return Ok(None);
@@ -259,27 +286,89 @@ impl Worker {
         for seq_nr in entity.dedup.candidates(command_id) {
             if seq_nr > entity.durable_seq_nr {
                 // Persisted in this batch: its reply is pending here.
-                if let Some(p) = pending
+                if let Some(p) = batch
+                    .pending
                     .iter()
                     .find(|p| !p.duplicate && p.key == *key && p.seq_nr == seq_nr)
                 {
+                    if let (Some(theirs), Some(ours)) = (p.digest.as_ref(), digest)
+                        && theirs != ours
+                    {
+                        return Err(reused(command_id));
+                    }
                     return Ok(Some((seq_nr, p.reply.clone())));
                 }
                 continue;
             }
-            let events = self
-                .journal
-                .read_events(key, seq_nr, 1)
-                .map_err(Error::Storage)?;
-            if let Some(event) = events.first()
-                && event.seq_nr == seq_nr
-                && event.record.command_id == command_id
-                && let Some(reply) = &event.record.reply
-            {
-                return Ok(Some((seq_nr, reply.clone())));
+            if let Some(reply) = self.stored_reply(key, command_id, seq_nr)? {
+                if let Some(digest) = digest
+                    && let Some(indexed) = self
+                        .journal
+                        .find_command_id(key, command_id)
+                        .map_err(Error::Storage)?
+                    && indexed.digest != *digest
+                {
+                    return Err(reused(command_id));
+                }
+                return Ok(Some((seq_nr, reply)));
             }
         }
-        Ok(None)
+        // Ids the host generated are unique: only a caller's can come back.
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        if let Some(staged) = batch.staged.get(key)
+            && let Some(i) = staged
+                .events
+                .iter()
+                .position(|e| e.command_id == command_id && e.reply.is_some())
+        {
+            // Taken earlier in this batch, past the window's capacity.
+            let seq_nr = staged.expected_seq_nr + i as u64 + 1;
+            let indexed = staged.command_ids.iter().find(|c| c.seq_nr == seq_nr);
+            if indexed.is_some_and(|c| c.digest != *digest) {
+                return Err(reused(command_id));
+            }
+            let reply = staged.events[i].reply.clone().unwrap_or_default();
+            return Ok(Some((seq_nr, reply)));
+        }
+        let Some(indexed) = self
+            .journal
+            .find_command_id(key, command_id)
+            .map_err(Error::Storage)?
+        else {
+            return Ok(None);
+        };
+        let horizon = u64::try_from(self.options.dedup_horizon.as_millis()).unwrap_or(u64::MAX);
+        if indexed.at_ms.saturating_add(horizon) < batch.now_ms {
+            // Past the horizon (not yet swept): a new command.
+            return Ok(None);
+        }
+        if indexed.digest != *digest {
+            return Err(reused(command_id));
+        }
+        Ok(self
+            .stored_reply(key, command_id, indexed.seq_nr)?
+            .map(|reply| (indexed.seq_nr, reply)))
+    }
+
+    /// The reply stored with `command_id`'s last event at `seq_nr`, if that
+    /// event is there and is that command's.
+    fn stored_reply(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+        seq_nr: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let events = self
+            .journal
+            .read_events(key, seq_nr, 1)
+            .map_err(Error::Storage)?;
+        Ok(events.into_iter().next().and_then(|event| {
+            (event.seq_nr == seq_nr && event.record.command_id == command_id)
+                .then_some(event.record.reply)
+                .flatten()
+        }))
     }
 
     /// The entity's view, recovering it if needed.
@@ -303,6 +392,12 @@ impl Worker {
             .map(|e| e.state.clone())
             .ok_or_else(vanished)
     }
+}
+
+fn reused(command_id: &str) -> Error {
+    Error::IdempotencyKeyReused(format!(
+        "command id `{command_id}` was used for a different command of this entity; a retry must repeat the command exactly, a new command needs a new id"
+    ))
 }
 
 fn vanished() -> Error {

@@ -9,7 +9,8 @@ use std::path::Path;
 mod model;
 
 use crate::{
-    AppendError, EntityAppend, EntityKey, EventRecord, FenceToken, Journal, SnapshotRecord,
+    AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
+    SnapshotRecord,
 };
 
 /// An event record with `command_id` and `payload`, no reply.
@@ -31,6 +32,17 @@ fn append(key: &EntityKey, expected: u64, fence: FenceToken, payloads: &[&str]) 
             .iter()
             .map(|p| event("cmd", p.as_bytes()))
             .collect(),
+        command_ids: Vec::new(),
+    }
+}
+
+/// A command-id index entry.
+pub fn command_id(command_id: &str, seq_nr: u64, at_ms: u64, digest: u8) -> CommandIdRecord {
+    CommandIdRecord {
+        command_id: command_id.to_owned(),
+        seq_nr,
+        at_ms,
+        digest: [digest; 32],
     }
 }
 
@@ -87,6 +99,18 @@ pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
         (
             "a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it",
             a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it,
+        ),
+        (
+            "command_ids_are_indexed_with_their_events_and_survive_a_reopen",
+            command_ids_are_indexed_with_their_events_and_survive_a_reopen,
+        ),
+        (
+            "a_command_id_indexed_outside_its_append_is_invalid",
+            a_command_id_indexed_outside_its_append_is_invalid,
+        ),
+        (
+            "expiry_removes_the_oldest_entries_of_the_fenced_shard_within_the_limit",
+            expiry_removes_the_oldest_entries_of_the_fenced_shard_within_the_limit,
         ),
         (
             "snapshots_are_latest_wins_and_per_entity",
@@ -201,6 +225,7 @@ fn appends_of_one_call_succeed_or_fail_per_entity<J: Journal>(open: &dyn Fn(&Pat
         expected_seq_nr: 2,
         fence: f0,
         events: vec![],
+        command_ids: Vec::new(),
     };
     assert!(matches!(
         j.append(vec![empty])[0],
@@ -281,6 +306,131 @@ fn a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it<J: Journa
         payloads(&journal, &key, 1),
         vec![(1, "a".to_owned()), (2, "b".to_owned())],
         "a release keeps everything written"
+    );
+}
+
+fn command_ids_are_indexed_with_their_events_and_survive_a_reopen<J: Journal>(open: Opener<'_, J>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = EntityKey::new(0, "t", "keyed");
+    let other = EntityKey::new(0, "t", "keyed-2");
+    {
+        let j = open(dir.path());
+        let fence = j.claim_shards(&[0]).expect("claim")[0];
+        let mut first = append(&key, 0, fence, &["a", "b", "c"]);
+        first.command_ids = vec![command_id("k1", 2, 100, 1), command_id("k2", 3, 101, 2)];
+        assert_eq!(j.append(vec![first]), vec![Ok(())]);
+        assert_eq!(
+            j.find_command_id(&key, "k1"),
+            Ok(Some(command_id("k1", 2, 100, 1)))
+        );
+        assert_eq!(
+            j.find_command_id(&key, "k2"),
+            Ok(Some(command_id("k2", 3, 101, 2)))
+        );
+        assert_eq!(j.find_command_id(&key, "k"), Ok(None), "no prefix match");
+        assert_eq!(
+            j.find_command_id(&other, "k1"),
+            Ok(None),
+            "an id is per entity"
+        );
+        // A refused append indexes nothing.
+        let mut stale = append(&key, 1, fence, &["x"]);
+        stale.command_ids = vec![command_id("k3", 2, 102, 3)];
+        let mut fenced = append(
+            &other,
+            0,
+            FenceToken {
+                shard: 0,
+                epoch: fence.epoch + 1,
+            },
+            &["y"],
+        );
+        fenced.command_ids = vec![command_id("k4", 1, 103, 4)];
+        let refused = j.append(vec![stale, fenced]);
+        assert!(
+            matches!(
+                refused[..],
+                [
+                    Err(AppendError::Conflict { .. }),
+                    Err(AppendError::Fenced { .. })
+                ]
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(j.find_command_id(&key, "k3"), Ok(None));
+        assert_eq!(j.find_command_id(&other, "k4"), Ok(None));
+    }
+    let j = open(dir.path());
+    assert_eq!(
+        j.find_command_id(&key, "k1"),
+        Ok(Some(command_id("k1", 2, 100, 1))),
+        "an acknowledged index entry survives a reopen"
+    );
+}
+
+fn a_command_id_indexed_outside_its_append_is_invalid<J: Journal>(open: Opener<'_, J>) {
+    let (_dir, j, fence, _) = fresh(open);
+    let key = EntityKey::new(0, "t", "outside");
+    assert_eq!(j.append(vec![append(&key, 0, fence, &["a"])]), vec![Ok(())]);
+    for seq_nr in [1, 3] {
+        let mut bad = append(&key, 1, fence, &["b"]);
+        bad.command_ids = vec![command_id("k", seq_nr, 1, 1)];
+        assert!(
+            matches!(j.append(vec![bad])[..], [Err(AppendError::Invalid { .. })]),
+            "seq-nr {seq_nr} is not one of the appended events (2)"
+        );
+    }
+    assert_eq!(payloads(&j, &key, 1).len(), 1, "nothing was written");
+    assert_eq!(j.find_command_id(&key, "k"), Ok(None));
+}
+
+fn expiry_removes_the_oldest_entries_of_the_fenced_shard_within_the_limit<J: Journal>(
+    open: Opener<'_, J>,
+) {
+    let (_dir, j, f0, f1) = fresh(open);
+    let a = EntityKey::new(0, "t", "a");
+    let b = EntityKey::new(1, "t", "b");
+    let mut on_a = append(&a, 0, f0, &["1", "2", "3"]);
+    on_a.command_ids = vec![
+        command_id("old", 1, 10, 1),
+        command_id("mid", 2, 20, 2),
+        command_id("new", 3, 30, 3),
+    ];
+    let mut on_b = append(&b, 0, f1, &["1"]);
+    on_b.command_ids = vec![command_id("other-shard", 1, 5, 4)];
+    assert_eq!(j.append(vec![on_a, on_b]), vec![Ok(()), Ok(())]);
+
+    assert_eq!(
+        j.expire_command_ids(f0, 25, 1),
+        Ok(1),
+        "the limit bounds the sweep"
+    );
+    assert_eq!(j.find_command_id(&a, "old"), Ok(None), "oldest first");
+    assert!(j.find_command_id(&a, "mid").expect("read").is_some());
+    assert_eq!(j.expire_command_ids(f0, 25, 100), Ok(1));
+    assert_eq!(j.expire_command_ids(f0, 25, 100), Ok(0));
+    assert!(
+        j.find_command_id(&a, "new").expect("read").is_some(),
+        "at or after the cut-off stays"
+    );
+    assert!(
+        j.find_command_id(&b, "other-shard")
+            .expect("read")
+            .is_some(),
+        "another shard's entries stay"
+    );
+    let stale = FenceToken {
+        shard: 1,
+        epoch: f1.epoch + 1,
+    };
+    assert!(matches!(
+        j.expire_command_ids(stale, 100, 100),
+        Err(AppendError::Fenced { .. })
+    ));
+    assert_eq!(
+        payloads(&j, &a, 1).len(),
+        3,
+        "expiry forgets index entries, never events"
     );
 }
 

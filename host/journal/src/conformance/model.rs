@@ -32,8 +32,8 @@ use proptest::test_runner::TestCaseError;
 
 use super::Opener;
 use crate::{
-    AppendError, EntityAppend, EntityKey, EventRecord, FenceToken, Journal, JournalError, ShardId,
-    SnapshotRecord, StoredEvent,
+    AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
+    JournalError, ShardId, SnapshotRecord, StoredEvent,
 };
 
 const SHARDS: ShardId = 3;
@@ -41,6 +41,8 @@ const TYPES: [&str; 2] = ["acc", "cart"];
 /// One id is a prefix of the other: their key ranges must stay apart.
 const IDS: [&str; 2] = ["a", "ab"];
 const ENTITIES: usize = SHARDS as usize * TYPES.len() * IDS.len();
+/// Command ids of indexed commands (one a prefix of another).
+const COMMAND_IDS: [&str; 3] = ["k", "k2", "cmd-é"];
 
 /// The `i`-th entity of the key space.
 fn entity(i: usize) -> EntityKey {
@@ -63,6 +65,7 @@ fn all_shards() -> Vec<ShardId> {
 struct Model {
     events: BTreeMap<EntityKey, Vec<EventRecord>>,
     snapshots: HashMap<EntityKey, SnapshotRecord>,
+    command_ids: BTreeMap<(EntityKey, String), CommandIdRecord>,
     /// Each shard's durable lease epoch (its last claim's).
     leases: HashMap<ShardId, u64>,
     /// The epochs the open journal holds; a reopen forgets them.
@@ -107,12 +110,7 @@ impl Model {
 
     fn append_one(&mut self, append: &EntityAppend) -> Result<(), AppendError> {
         let key = &append.key;
-        if append.events.is_empty() || append.fence.shard != key.shard {
-            return Err(AppendError::Invalid {
-                key: key.clone(),
-                reason: String::new(),
-            });
-        }
+        append.check()?;
         let current = self.held.get(&key.shard).copied().unwrap_or(0);
         if current == 0 || append.fence.epoch != current {
             return Err(AppendError::Fenced {
@@ -133,7 +131,39 @@ impl Model {
             .entry(key.clone())
             .or_default()
             .extend(append.events.iter().cloned());
+        for record in &append.command_ids {
+            self.command_ids
+                .insert((key.clone(), record.command_id.clone()), record.clone());
+        }
         Ok(())
+    }
+
+    fn find_command_id(&self, key: &EntityKey, command_id: &str) -> Option<CommandIdRecord> {
+        self.command_ids
+            .get(&(key.clone(), command_id.to_owned()))
+            .cloned()
+    }
+
+    /// Expires every entry of the shard older than `before_ms` (the property
+    /// uses no limit: which entries a limit keeps is the backend's order,
+    /// checked by a conformance case instead).
+    fn expire_command_ids(
+        &mut self,
+        fence: FenceToken,
+        before_ms: u64,
+    ) -> Result<usize, AppendError> {
+        let current = self.held.get(&fence.shard).copied().unwrap_or(0);
+        if current == 0 || fence.epoch != current {
+            return Err(AppendError::Fenced {
+                shard: fence.shard,
+                presented: fence.epoch,
+                current,
+            });
+        }
+        let before = self.command_ids.len();
+        self.command_ids
+            .retain(|(key, _), record| key.shard != fence.shard || record.at_ms >= before_ms);
+        Ok(before - self.command_ids.len())
     }
 
     fn read_events(&self, key: &EntityKey, from: u64, limit: usize) -> Vec<StoredEvent> {
@@ -181,6 +211,9 @@ struct AppendSpec {
     seq_offset: i64,
     fence: Fence,
     events: Vec<EventRecord>,
+    /// Index entries: (position among the events, 1-based; 0 or past the
+    /// end is refused as invalid), handled at, digest byte.
+    command_ids: Vec<(u64, u64, u8)>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +231,12 @@ enum Op {
     Claim(Vec<ShardId>),
     /// Releases the held leases of these shards.
     Release(Vec<ShardId>),
+    FindCommandId(usize, &'static str),
+    ExpireCommandIds {
+        shard: ShardId,
+        fence: Fence,
+        before_ms: u64,
+    },
     Reopen {
         claim_all: bool,
     },
@@ -232,13 +271,24 @@ fn append_spec() -> impl Strategy<Value = AppendSpec> {
             1 => Just(Vec::new()),
             15 => prop::collection::vec(event_record(), 1..4),
         ],
+        prop::collection::vec(
+            (
+                prop_oneof![12 => 1u64..4, 1 => Just(0u64)],
+                0u64..6,
+                any::<u8>(),
+            ),
+            0..3,
+        ),
     )
-        .prop_map(|(entity, seq_offset, fence, events)| AppendSpec {
-            entity,
-            seq_offset,
-            fence,
-            events,
-        })
+        .prop_map(
+            |(entity, seq_offset, fence, events, command_ids)| AppendSpec {
+                entity,
+                seq_offset,
+                fence,
+                events,
+                command_ids,
+            },
+        )
 }
 
 fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
@@ -271,6 +321,18 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..SHARDS).prop_map(Op::EntitiesInShard),
         1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Claim),
         1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Release),
+        3 => (0..ENTITIES, prop::sample::select(COMMAND_IDS.to_vec()))
+            .prop_map(|(e, id)| Op::FindCommandId(e, id)),
+        1 => (
+            0..SHARDS,
+            prop_oneof![6 => Just(Fence::Held), 1 => Just(Fence::Stale)],
+            0u64..7,
+        )
+            .prop_map(|(shard, fence, before_ms)| Op::ExpireCommandIds {
+                shard,
+                fence,
+                before_ms,
+            }),
         2 => prop_oneof![4 => Just(true), 1 => Just(false)]
             .prop_map(|claim_all| Op::Reopen { claim_all }),
     ]
@@ -307,11 +369,43 @@ fn resolve(spec: &AppendSpec, model: &Model, earlier: &[EntityAppend]) -> Entity
         },
         Fence::OtherShard => held((key.shard + 1) % SHARDS),
     };
+    let last = spec.events.len() as u64;
+    let command_ids = spec
+        .command_ids
+        .iter()
+        .zip(COMMAND_IDS)
+        .map(|(&(position, at_ms, digest), command_id)| CommandIdRecord {
+            command_id: command_id.to_owned(),
+            // Position 0 is outside the append: refused as invalid.
+            seq_nr: expected_seq_nr.saturating_add(position.min(last)),
+            at_ms,
+            digest: [digest; 32],
+        })
+        .collect();
     EntityAppend {
         key,
         expected_seq_nr,
         fence,
         events: spec.events.clone(),
+        command_ids,
+    }
+}
+
+/// The token `fence` names for `shard`, resolved against the model.
+fn token(fence: Fence, shard: ShardId, model: &Model) -> FenceToken {
+    match fence {
+        Fence::Stale => FenceToken {
+            shard,
+            epoch: model.lease(shard).saturating_sub(1),
+        },
+        _ => FenceToken {
+            shard,
+            epoch: model
+                .held
+                .get(&shard)
+                .copied()
+                .unwrap_or_else(|| model.lease(shard)),
+        },
     }
 }
 
@@ -364,6 +458,16 @@ fn check_everything<J: Journal>(
             key,
             when
         );
+        for command_id in COMMAND_IDS {
+            prop_assert_eq!(
+                journal.find_command_id(&key, command_id),
+                Ok(model.find_command_id(&key, command_id)),
+                "command id {} of {} {}",
+                command_id,
+                key,
+                when
+            );
+        }
     }
     for shard in 0..SHARDS {
         prop_assert_eq!(
@@ -393,7 +497,7 @@ fn run<J: Journal>(open: Opener<'_, J>, ops: &[Op]) -> Result<(), TestCaseError>
                     let append = resolve(spec, &model, &appends);
                     appends.push(append);
                 }
-                let expected = model.append(&appends);
+                let expected = without_reasons(model.append(&appends));
                 let actual = without_reasons(journal.append(appends));
                 prop_assert_eq!(actual, expected, "step {}: {:?}", step, op);
             }
@@ -449,6 +553,30 @@ fn run<J: Journal>(open: Opener<'_, J>, ops: &[Op]) -> Result<(), TestCaseError>
                 prop_assert_eq!(
                     journal.claim_shards(shards),
                     Ok(model.claim_shards(shards)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::FindCommandId(i, command_id) => {
+                let key = entity(*i);
+                prop_assert_eq!(
+                    journal.find_command_id(&key, command_id),
+                    Ok(model.find_command_id(&key, command_id)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::ExpireCommandIds {
+                shard,
+                fence,
+                before_ms,
+            } => {
+                let token = token(*fence, *shard, &model);
+                prop_assert_eq!(
+                    journal.expire_command_ids(token, *before_ms, usize::MAX),
+                    model.expire_command_ids(token, *before_ms),
                     "step {}: {:?}",
                     step,
                     op
@@ -519,6 +647,7 @@ fn the_model_chains_appends_of_one_call_and_fences_after_a_reopen() {
         expected_seq_nr: expected,
         fence: token,
         events: vec![event.clone()],
+        command_ids: Vec::new(),
     };
     assert_eq!(
         model.append(&[append(0), append(1), append(1)]),
