@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::parse::at_least_one;
+use super::parse::nonzero_usize;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
@@ -62,8 +62,8 @@ enum BenchScenario {
         entities: usize,
         /// Shard worker threads of the in-process node (default: one per core,
         /// as `stead up`).
-        #[arg(long, value_parser = at_least_one::<usize>)]
-        workers: Option<usize>,
+        #[arg(long, value_parser = nonzero_usize)]
+        workers: Option<std::num::NonZeroUsize>,
     },
     /// In process: RSS per active entity, and after passivation.
     Memory {
@@ -131,7 +131,13 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             commands,
             entities,
             workers,
-        } => inprocess::engine(&args.work_dir, &component, commands, entities, workers)?,
+        } => inprocess::engine(
+            &args.work_dir,
+            &component,
+            commands,
+            entities,
+            workers.map(std::num::NonZeroUsize::get),
+        )?,
         BenchScenario::Memory {
             component,
             entities,

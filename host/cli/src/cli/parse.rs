@@ -1,5 +1,8 @@
 //! Value parsers of the flags: counts and durations that must be at least
-//! 1, and upper bounds that keep deadlines from overflowing.
+//! 1 (parsed into `NonZero*` types, so a zero cannot reach the node), and
+//! upper bounds that keep deadlines from overflowing.
+
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 
 /// Parses a count or duration that must be at least 1: a zero is refused
 /// with an error naming the flag, instead of being silently raised.
@@ -75,4 +78,46 @@ pub(crate) fn horizon(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+/// A count of at least 1.
+pub(crate) fn nonzero_usize(text: &str) -> Result<NonZeroUsize, String> {
+    at_least_one::<usize>(text).map(nz_usize)
+}
+
+/// A count of at least 1.
+pub(crate) fn nonzero_u32(text: &str) -> Result<NonZeroU32, String> {
+    at_least_one::<u32>(text).map(|v| NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN))
+}
+
+/// A value from 1 to `max`.
+pub(crate) fn nonzero_up_to_u64(
+    max: u64,
+) -> impl Fn(&str) -> Result<NonZeroU64, String> + Clone + Send + Sync + 'static {
+    let parse = up_to(max);
+    move |text| parse(text).map(|v| NonZeroU64::new(v).unwrap_or(NonZeroU64::MIN))
+}
+
+/// A value from 1 to `max`.
+pub(crate) fn nonzero_up_to_usize(
+    max: usize,
+) -> impl Fn(&str) -> Result<NonZeroUsize, String> + Clone + Send + Sync + 'static {
+    let parse = up_to(max);
+    move |text| parse(text).map(nz_usize)
+}
+
+/// `v` as a non-zero count. Every caller has checked `v >= 1` or passes a
+/// non-zero default (a test parses every default); 0 would become 1.
+pub(crate) fn nz_usize(v: usize) -> NonZeroUsize {
+    NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// `v` as a non-zero count (see [`nz_usize`]).
+pub(crate) fn nz_u64(v: u64) -> NonZeroU64 {
+    NonZeroU64::new(v).unwrap_or(NonZeroU64::MIN)
+}
+
+/// `v` as a non-zero count (see [`nz_usize`]).
+pub(crate) fn nz_u32(v: u32) -> NonZeroU32 {
+    NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN)
 }

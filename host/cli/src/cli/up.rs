@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use stead_types::config::{self as defaults, NodeConfig};
 
 use super::parse::{
     MAX_CALL_DEADLINE_MS, MAX_IDLE_TIMEOUT_SECS, MAX_MEMORY_LIMIT_MIB, MAX_REQUEST_TIMEOUT_MS,
-    at_least_one, horizon, up_to,
+    horizon, nonzero_u32, nonzero_up_to_u64, nonzero_up_to_usize, nonzero_usize, nz_u32, nz_u64,
+    nz_usize,
 };
 
 #[derive(clap::Args)]
@@ -34,25 +36,25 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "STEAD_HTTP", default_value = "127.0.0.1:7480")]
     http: SocketAddr,
     /// Shard count; fixed when the data directory is created.
-    #[arg(long, env = "STEAD_SHARDS", default_value_t = defaults::DEFAULT_SHARD_COUNT, value_parser = at_least_one::<u32>)]
-    shards: u32,
+    #[arg(long, env = "STEAD_SHARDS", default_value_t = nz_u32(defaults::DEFAULT_SHARD_COUNT), value_parser = nonzero_u32)]
+    shards: NonZeroU32,
     /// Shard worker threads. Default: the number of CPUs.
-    #[arg(long, env = "STEAD_WORKERS", value_parser = at_least_one::<usize>)]
-    workers: Option<usize>,
+    #[arg(long, env = "STEAD_WORKERS", value_parser = nonzero_usize)]
+    workers: Option<NonZeroUsize>,
     /// Commands a shard worker may have queued before refusing new ones
     /// (`overloaded`).
-    #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = defaults::DEFAULT_QUEUE_DEPTH, value_parser = at_least_one::<usize>)]
-    queue_depth: usize,
+    #[arg(long, env = "STEAD_QUEUE_DEPTH", default_value_t = nz_usize(defaults::DEFAULT_QUEUE_DEPTH), value_parser = nonzero_usize)]
+    queue_depth: NonZeroUsize,
     /// CPU deadline of one guest call, in milliseconds.
-    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = millis(defaults::DEFAULT_CALL_DEADLINE), value_parser = up_to(MAX_CALL_DEADLINE_MS))]
-    call_deadline_ms: u64,
+    #[arg(long, env = "STEAD_CALL_DEADLINE_MS", default_value_t = millis(defaults::DEFAULT_CALL_DEADLINE), value_parser = nonzero_up_to_u64(MAX_CALL_DEADLINE_MS))]
+    call_deadline_ms: NonZeroU64,
     /// Memory limit of a guest instance, in MiB.
-    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = defaults::DEFAULT_MEMORY_LIMIT_MIB, value_parser = up_to(MAX_MEMORY_LIMIT_MIB))]
-    memory_limit_mib: usize,
+    #[arg(long, env = "STEAD_MEMORY_LIMIT_MIB", default_value_t = nz_usize(defaults::DEFAULT_MEMORY_LIMIT_MIB), value_parser = nonzero_up_to_usize(MAX_MEMORY_LIMIT_MIB))]
+    memory_limit_mib: NonZeroUsize,
     /// Commands per entity whose ids are kept in memory: the fast path of
     /// deduplication (older ids are found in the journal's index).
-    #[arg(long, env = "STEAD_DEDUP_WINDOW", default_value_t = defaults::DEFAULT_DEDUP_WINDOW, value_parser = at_least_one::<usize>)]
-    dedup_window: usize,
+    #[arg(long, env = "STEAD_DEDUP_WINDOW", default_value_t = nz_usize(defaults::DEFAULT_DEDUP_WINDOW), value_parser = nonzero_usize)]
+    dedup_window: NonZeroUsize,
     /// How long a command id given by a client (HTTP `Idempotency-Key`,
     /// gRPC/CLI command id) is recognised after its command: a retry within
     /// it gets the original reply, however many commands came in between.
@@ -60,31 +62,31 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "STEAD_DEDUP_HORIZON", default_value = DEFAULT_DEDUP_HORIZON_TEXT, value_parser = horizon)]
     dedup_horizon: std::time::Duration,
     /// Idle time after which an entity is passivated, in seconds.
-    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_IDLE_TIMEOUT.as_secs(), value_parser = up_to(MAX_IDLE_TIMEOUT_SECS))]
-    idle_timeout_secs: u64,
+    #[arg(long, env = "STEAD_IDLE_TIMEOUT_SECS", default_value_t = nz_u64(defaults::DEFAULT_IDLE_TIMEOUT.as_secs()), value_parser = nonzero_up_to_u64(MAX_IDLE_TIMEOUT_SECS))]
+    idle_timeout_secs: NonZeroU64,
     /// Largest command accepted, in bytes.
-    #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = defaults::DEFAULT_MAX_COMMAND_BYTES, value_parser = at_least_one::<usize>)]
-    max_command_bytes: usize,
+    #[arg(long, env = "STEAD_MAX_COMMAND_BYTES", default_value_t = nz_usize(defaults::DEFAULT_MAX_COMMAND_BYTES), value_parser = nonzero_usize)]
+    max_command_bytes: NonZeroUsize,
     /// Longest entity id, in bytes (UTF-8 without control characters).
-    #[arg(long, env = "STEAD_MAX_ENTITY_ID_BYTES", default_value_t = defaults::DEFAULT_MAX_ENTITY_ID_BYTES, value_parser = at_least_one::<usize>)]
-    max_entity_id_bytes: usize,
+    #[arg(long, env = "STEAD_MAX_ENTITY_ID_BYTES", default_value_t = nz_usize(defaults::DEFAULT_MAX_ENTITY_ID_BYTES), value_parser = nonzero_usize)]
+    max_entity_id_bytes: NonZeroUsize,
     /// Most events one command may emit.
-    #[arg(long, env = "STEAD_MAX_EVENTS_PER_COMMAND", default_value_t = defaults::DEFAULT_MAX_EVENTS_PER_COMMAND, value_parser = at_least_one::<usize>)]
-    max_events_per_command: usize,
+    #[arg(long, env = "STEAD_MAX_EVENTS_PER_COMMAND", default_value_t = nz_usize(defaults::DEFAULT_MAX_EVENTS_PER_COMMAND), value_parser = nonzero_usize)]
+    max_events_per_command: NonZeroUsize,
     /// Largest event a guest may emit, in bytes.
-    #[arg(long, env = "STEAD_MAX_EVENT_BYTES", default_value_t = defaults::DEFAULT_MAX_EVENT_BYTES, value_parser = at_least_one::<usize>)]
-    max_event_bytes: usize,
+    #[arg(long, env = "STEAD_MAX_EVENT_BYTES", default_value_t = nz_usize(defaults::DEFAULT_MAX_EVENT_BYTES), value_parser = nonzero_usize)]
+    max_event_bytes: NonZeroUsize,
     /// Largest entity state, in bytes.
-    #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = defaults::DEFAULT_MAX_STATE_BYTES, value_parser = at_least_one::<usize>)]
-    max_state_bytes: usize,
+    #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = nz_usize(defaults::DEFAULT_MAX_STATE_BYTES), value_parser = nonzero_usize)]
+    max_state_bytes: NonZeroUsize,
     /// How long a command may wait for its outcome, in milliseconds; one
     /// still queued at its deadline is not executed.
-    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = millis(defaults::DEFAULT_REQUEST_TIMEOUT), value_parser = up_to(MAX_REQUEST_TIMEOUT_MS))]
-    request_timeout_ms: u64,
+    #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = millis(defaults::DEFAULT_REQUEST_TIMEOUT), value_parser = nonzero_up_to_u64(MAX_REQUEST_TIMEOUT_MS))]
+    request_timeout_ms: NonZeroU64,
     /// Most entities a shard worker recovers from the journal per batch
     /// (recovery after a restart is rate-limited, never a stampede).
-    #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = defaults::DEFAULT_MAX_ACTIVATIONS_PER_BATCH, value_parser = at_least_one::<usize>)]
-    max_activations_per_batch: usize,
+    #[arg(long, env = "STEAD_MAX_ACTIVATIONS_PER_BATCH", default_value_t = nz_usize(defaults::DEFAULT_MAX_ACTIVATIONS_PER_BATCH), value_parser = nonzero_usize)]
+    max_activations_per_batch: NonZeroUsize,
     /// File holding the admin token that admin calls (gRPC `Admin`, HTTP
     /// `POST /v1/components`) must present as `Authorization: Bearer
     /// <token>`: whitespace trimmed, at least 16 bytes. `STEAD_ADMIN_TOKEN`
@@ -118,8 +120,8 @@ pub(crate) struct UpArgs {
 pub(crate) const DEFAULT_DEDUP_HORIZON_TEXT: &str = "24h";
 
 /// A default duration in whole milliseconds, as the flags take it.
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+fn millis(d: std::time::Duration) -> NonZeroU64 {
+    nz_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,25 +157,7 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
         _ => bail!("--tls-cert and --tls-key go together"),
     };
     init_logging(args.log_format);
-    let mut config = NodeConfig::new(&args.data_dir);
-    config.shard_count = args.shards;
-    if let Some(workers) = args.workers {
-        config.shards.workers = workers;
-    }
-    config.shards.queue_depth = args.queue_depth;
-    config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms);
-    config.engine.memory_limit = args.memory_limit_mib * 1024 * 1024;
-    config.shards.max_activations_per_batch = args.max_activations_per_batch;
-    let limits = &mut config.limits;
-    limits.max_command_bytes = args.max_command_bytes;
-    limits.max_entity_id_bytes = args.max_entity_id_bytes;
-    limits.max_events_per_command = args.max_events_per_command;
-    limits.max_event_bytes = args.max_event_bytes;
-    limits.max_state_bytes = args.max_state_bytes;
-    limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms);
-    config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs);
-    config.shards.dedup_horizon = args.dedup_horizon;
-    config.shards.dedup_window = args.dedup_window;
+    let config = node_config(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stead-api")
@@ -208,6 +192,30 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
     })
 }
 
+/// The node's configuration from the flags.
+fn node_config(args: &UpArgs) -> NodeConfig {
+    let mut config = NodeConfig::new(&args.data_dir);
+    config.shard_count = args.shards.get();
+    if let Some(workers) = args.workers {
+        config.shards.workers = workers.get();
+    }
+    config.shards.queue_depth = args.queue_depth.get();
+    config.engine.call_deadline = std::time::Duration::from_millis(args.call_deadline_ms.get());
+    config.engine.memory_limit = args.memory_limit_mib.get() * 1024 * 1024;
+    config.shards.max_activations_per_batch = args.max_activations_per_batch.get();
+    let limits = &mut config.limits;
+    limits.max_command_bytes = args.max_command_bytes.get();
+    limits.max_entity_id_bytes = args.max_entity_id_bytes.get();
+    limits.max_events_per_command = args.max_events_per_command.get();
+    limits.max_event_bytes = args.max_event_bytes.get();
+    limits.max_state_bytes = args.max_state_bytes.get();
+    limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.get());
+    config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.get());
+    config.shards.dedup_horizon = args.dedup_horizon;
+    config.shards.dedup_window = args.dedup_window.get();
+    config
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -227,5 +235,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Up {
+        #[command(flatten)]
+        args: UpArgs,
+    }
+
+    #[test]
+    fn every_flag_default_is_the_librarys_default() {
+        let up = Up::try_parse_from(["up"]).expect("the defaults parse");
+        let from_flags = node_config(&up.args);
+        let library = NodeConfig::new(&up.args.data_dir);
+        assert_eq!(from_flags.shard_count, library.shard_count);
+        assert_eq!(
+            format!("{:?}", from_flags.engine),
+            format!("{:?}", library.engine)
+        );
+        assert_eq!(
+            format!("{:?}", from_flags.shards),
+            format!("{:?}", library.shards)
+        );
+        assert_eq!(
+            format!("{:?}", from_flags.limits),
+            format!("{:?}", library.limits)
+        );
     }
 }
