@@ -8,6 +8,7 @@
 //! | `stead_journal_flush_duration_seconds` | histogram | |
 //! | `stead_journal_batch_entities` | histogram | |
 //! | `stead_active_entities` | gauge | |
+//! | `stead_shards_held` | gauge | |
 //! | `stead_activations_total`, `stead_passivations_total` | counter | |
 
 use std::sync::Mutex;
@@ -49,6 +50,7 @@ pub struct Metrics {
     flush_seconds: Histogram,
     batch_entities: Histogram,
     active_entities: Gauge,
+    shards_held: Gauge,
     activations: Counter,
     passivations: Counter,
     seen_activations: AtomicU64,
@@ -103,6 +105,12 @@ impl Metrics {
             "Entities in memory",
             active_entities.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "stead_shards_held",
+            "Shards whose lease this node holds and serves",
+            shards_held.clone(),
+        );
         let activations = Counter::default();
         registry.register(
             "stead_activations",
@@ -123,6 +131,7 @@ impl Metrics {
             flush_seconds,
             batch_entities,
             active_entities,
+            shards_held,
             activations,
             passivations,
             seen_activations: AtomicU64::new(0),
@@ -152,6 +161,7 @@ impl Metrics {
     /// Brings the node-level gauges and counters up to date.
     pub fn observe_node(&self, stats: NodeStats) {
         self.active_entities.set(stats.active_entities as i64);
+        self.shards_held.set(stats.shards as i64);
         let a = self
             .seen_activations
             .swap(stats.activations, Ordering::Relaxed);
@@ -216,6 +226,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("stead_active_entities 7"), "{text}");
+        assert!(text.contains("stead_shards_held 4"), "{text}");
         assert!(text.contains("stead_activations_total 9"), "{text}");
     }
 }

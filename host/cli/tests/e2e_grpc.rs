@@ -218,6 +218,7 @@ async fn every_grpc_method_and_error_code() {
         .expect("info")
         .into_inner();
     assert_eq!((info.shard_count, info.workers), (16, 2));
+    assert_eq!(info.shards_held, 16, "a single node holds every shard");
     assert!(info.active_entities >= 1);
 }
 
