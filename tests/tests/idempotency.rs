@@ -191,3 +191,65 @@ fn a_key_on_a_command_that_persisted_nothing_is_not_remembered() {
     assert!(!deposit.duplicate);
     assert_eq!(balance(&node, "d"), 1000);
 }
+
+#[test]
+fn many_keys_on_one_entity_are_each_found_before_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = open_node(dir.path(), |_| {});
+    node.deploy(&guest("account")).expect("deploy");
+    send(&node, "e", r#"{"open":{"owner":"ed"}}"#, None).expect("open");
+    // Far more keyed commands than the window holds.
+    for i in 0..300 {
+        send(
+            &node,
+            "e",
+            r#"{"deposit":{"amount":1}}"#,
+            Some(&format!("k{i}")),
+        )
+        .expect("deposit");
+    }
+    let check = |node: &Node| {
+        for i in [0, 150, 299] {
+            let retry = send(
+                node,
+                "e",
+                r#"{"deposit":{"amount":1}}"#,
+                Some(&format!("k{i}")),
+            )
+            .expect("retry");
+            assert!(retry.duplicate, "k{i}");
+            assert_eq!(retry.seq_nr, i as u64 + 2, "k{i}");
+        }
+        assert!(
+            !send(node, "e", r#"{"deposit":{"amount":1}}"#, Some("new"))
+                .expect("new")
+                .duplicate
+        );
+    };
+    check(&node);
+    drop(node);
+    // Activated again: every old id is found in the journal's index.
+    let node = open_node(dir.path(), |_| {});
+    let retry = send(&node, "e", r#"{"deposit":{"amount":1}}"#, Some("new")).expect("retry");
+    assert!(retry.duplicate);
+    check_after_restart(&node);
+    assert_eq!(balance(&node, "e"), 300 + 1 + 1);
+}
+
+fn check_after_restart(node: &Node) {
+    for i in [0, 150, 299] {
+        let retry = send(
+            node,
+            "e",
+            r#"{"deposit":{"amount":1}}"#,
+            Some(&format!("k{i}")),
+        )
+        .expect("retry");
+        assert!(retry.duplicate, "k{i} after a restart");
+    }
+    assert!(
+        !send(node, "e", r#"{"deposit":{"amount":1}}"#, Some("newer"))
+            .expect("newer")
+            .duplicate
+    );
+}
