@@ -61,6 +61,19 @@ pub fn drive(
     count: usize,
     make: impl Fn(usize) -> (String, &'static str),
 ) -> Result<Duration> {
+    drive_with_ids(node, entity_type, count, |i| {
+        let (id, command) = make(i);
+        (id, command, None)
+    })
+}
+
+/// [`drive`] with a command id (idempotency key) chosen per command.
+pub fn drive_with_ids(
+    node: &Node,
+    entity_type: &str,
+    count: usize,
+    make: impl Fn(usize) -> (String, &'static str, Option<String>),
+) -> Result<Duration> {
     let started = Instant::now();
     let mut in_flight: VecDeque<PendingReply> = VecDeque::with_capacity(WINDOW);
     let settle = |p: PendingReply| -> Result<()> {
@@ -75,8 +88,13 @@ pub fn drive(
         {
             settle(p)?;
         }
-        let (id, command) = make(i);
-        in_flight.push_back(node.submit(entity_type, &id, command.as_bytes().to_vec(), None)?);
+        let (id, command, command_id) = make(i);
+        in_flight.push_back(node.submit(
+            entity_type,
+            &id,
+            command.as_bytes().to_vec(),
+            command_id,
+        )?);
     }
     for p in in_flight {
         settle(p)?;
@@ -117,6 +135,27 @@ pub fn engine(
             figure = figure.target(">= 100,000 cmd/s", rate >= 100_000.0);
         }
         figures.push(figure);
+        if n == entities {
+            // The same load with a new idempotency key on each command: the
+            // cost of the command-id index without HTTP or wrk on the cores.
+            progress(&format!(
+                "engine: {commands} deposits over {n} entities, a new key on each"
+            ));
+            let elapsed = drive_with_ids(&node, &ty, commands, |i| {
+                (format!("e{}", i % n), DEPOSIT, Some(format!("key-{i}")))
+            })?;
+            let keyed = commands as f64 / elapsed.as_secs_f64();
+            figures.push(
+                Figure::new(
+                    "engine",
+                    &format!("commands/s, {n} entities, a new key on each"),
+                    keyed,
+                    "cmd/s",
+                )
+                .against("without keys", rate, "cmd/s")
+                .target("within 10%", keyed >= 0.9 * rate),
+            );
+        }
         node.shutdown();
     }
     Ok(figures)
