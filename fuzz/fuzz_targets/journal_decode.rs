@@ -98,10 +98,10 @@ fn check_key(data: &[u8]) {
         DecodedKey::Snapshot(key) => keys::snapshot_key(key),
         DecodedKey::Command(key, command_id) => keys::command_key(key, command_id),
         DecodedKey::Expiry {
-            key,
+            shard,
             at_ms,
-            command_id,
-        } => keys::expiry_key(key, *at_ms, command_id),
+            unique,
+        } => keys::expiry_key(*shard, *at_ms, *unique),
     };
     assert_eq!(encoded, data, "key {decoded:?} re-encodes differently");
     assert_eq!(keys::decode(&encoded), Ok(decoded));
@@ -167,6 +167,17 @@ fn check_command_id(data: &[u8]) {
     );
 }
 
+fn check_expiry_list(data: &[u8]) {
+    let Ok(list) = bounded("expiry list", data, || keys::decode_expiry_list(data)) else {
+        return;
+    };
+    assert_eq!(
+        keys::encode_expiry_list(&list),
+        data,
+        "expiry list re-encodes differently"
+    );
+}
+
 fn check_entity(data: &[u8]) {
     let Ok(seq_nr) = bounded("entity entry", data, || record::decode_entity(data)) else {
         return;
@@ -187,4 +198,5 @@ fuzz_target!(|data: &[u8]| {
     check_snapshot(data);
     check_entity(data);
     check_command_id(data);
+    check_expiry_list(data);
 });

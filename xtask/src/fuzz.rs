@@ -486,9 +486,10 @@ fn journal_seeds() -> Seeds {
         ("key-event", keys::event_key(&key, 42)),
         ("key-snapshot", keys::snapshot_key(&key)),
         ("key-command", keys::command_key(&key, "idem-1")),
+        ("key-expiry", keys::expiry_key(0, 1_700_000_000_000, 7)),
         (
-            "key-expiry",
-            keys::expiry_key(&key, 1_700_000_000_000, "idem-1"),
+            "expiry-list",
+            keys::encode_expiry_list(&[("account".into(), "acc-1".into(), "idem-1".into())]),
         ),
         (
             "key-unicode",

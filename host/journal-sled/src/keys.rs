@@ -11,9 +11,11 @@
 //!         | 0x02 snapshot (value: SnapshotRecord)
 //!         | 0x03 command id: key ends in command_id:str (value: its
 //!                        CommandIdRecord: seq-nr, time, digest)
-//! expiry  = shard:u32be 0x04 at_ms:u64be type:str id:str command_id:str
-//!           (empty value): the command ids of a shard in the order they
-//!           expire, so a sweep reads only what it removes
+//! expiry  = shard:u32be 0x04 at_ms:u64be unique:u64be (value: the list of
+//!           (type, id, command id) one append indexed in the shard at that
+//!           time): one key per shard per append, not per command (keys of
+//!           one time written per command made one sled leaf a hot spot),
+//!           in the order they expire, so a sweep reads only what it removes
 //! ```
 //!
 //! An entity's newest events are in its **tail** page (seq = [`TAIL`]); an
@@ -100,14 +102,51 @@ pub fn command_key(key: &EntityKey, command_id: &str) -> Vec<u8> {
     out
 }
 
-/// The expiry key of a command id handled at `at_ms`.
-pub fn expiry_key(key: &EntityKey, at_ms: u64, command_id: &str) -> Vec<u8> {
-    let mut out = section_prefix(key.shard, SECTION_EXPIRY);
+/// The key of one append's expiry list in `shard`: its time and a number
+/// unique to the append.
+pub fn expiry_key(shard: ShardId, at_ms: u64, unique: u64) -> Vec<u8> {
+    let mut out = section_prefix(shard, SECTION_EXPIRY);
     out.extend_from_slice(&at_ms.to_be_bytes());
-    push_str(&mut out, &key.entity_type);
-    push_str(&mut out, &key.entity_id);
-    push_str(&mut out, command_id);
+    out.extend_from_slice(&unique.to_be_bytes());
     out
+}
+
+/// One entry of an expiry list: an entity's type and id and a command id.
+pub type ExpiryEntry = (String, String, String);
+
+/// Encodes an expiry list (`count:u32be` then `type id command_id` strs).
+pub fn encode_expiry_list(entries: &[ExpiryEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + entries.len() * 48);
+    let count = u32::try_from(entries.len()).expect("an append indexes far fewer than 2^32 ids");
+    out.extend_from_slice(&count.to_be_bytes());
+    for (entity_type, entity_id, command_id) in entries {
+        push_str(&mut out, entity_type);
+        push_str(&mut out, entity_id);
+        push_str(&mut out, command_id);
+    }
+    out
+}
+
+/// Decodes an expiry list, refusing anything malformed or with trailing bytes.
+pub fn decode_expiry_list(bytes: &[u8]) -> Result<Vec<ExpiryEntry>, KeyError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let count = u32::from_be_bytes(r.array::<4>()?) as usize;
+    // Each entry takes at least 6 bytes: a claimed count past that is refused
+    // before allocating for it.
+    if count > bytes.len() / 6 {
+        return Err(KeyError(format!(
+            "{count} entries cannot fit in {} bytes",
+            bytes.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push((r.string()?, r.string()?, r.string()?));
+    }
+    if r.pos != bytes.len() {
+        return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
+    }
+    Ok(out)
 }
 
 /// A decoded key.
@@ -118,9 +157,9 @@ pub enum DecodedKey {
     Snapshot(EntityKey),
     Command(EntityKey, String),
     Expiry {
-        key: EntityKey,
+        shard: ShardId,
         at_ms: u64,
-        command_id: String,
+        unique: u64,
     },
 }
 
@@ -129,10 +168,18 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
     let mut r = Reader { bytes, pos: 0 };
     let shard = u32::from_be_bytes(r.array::<4>()?);
     let section = r.array::<1>()?[0];
-    let at_ms = match section {
-        SECTION_EXPIRY => Some(u64::from_be_bytes(r.array::<8>()?)),
-        _ => None,
-    };
+    if section == SECTION_EXPIRY {
+        let at_ms = u64::from_be_bytes(r.array::<8>()?);
+        let unique = u64::from_be_bytes(r.array::<8>()?);
+        if r.pos != bytes.len() {
+            return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
+        }
+        return Ok(DecodedKey::Expiry {
+            shard,
+            at_ms,
+            unique,
+        });
+    }
     let entity_type = r.string()?;
     let entity_id = r.string()?;
     let key = EntityKey {
@@ -140,17 +187,12 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
         entity_type,
         entity_id,
     };
-    let decoded = match (section, at_ms) {
-        (SECTION_EXPIRY, Some(at_ms)) => DecodedKey::Expiry {
-            key,
-            at_ms,
-            command_id: r.string()?,
-        },
-        (SECTION_COMMAND, _) => DecodedKey::Command(key, r.string()?),
-        (SECTION_ENTITY, _) => DecodedKey::Entity(key),
-        (SECTION_SNAPSHOT, _) => DecodedKey::Snapshot(key),
-        (SECTION_EVENT, _) => DecodedKey::Event(key, u64::from_be_bytes(r.array::<8>()?)),
-        (other, _) => return Err(KeyError(format!("unknown section {other:#04x}"))),
+    let decoded = match section {
+        SECTION_COMMAND => DecodedKey::Command(key, r.string()?),
+        SECTION_ENTITY => DecodedKey::Entity(key),
+        SECTION_SNAPSHOT => DecodedKey::Snapshot(key),
+        SECTION_EVENT => DecodedKey::Event(key, u64::from_be_bytes(r.array::<8>()?)),
+        other => return Err(KeyError(format!("unknown section {other:#04x}"))),
     };
     if r.pos != bytes.len() {
         return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
@@ -213,22 +255,27 @@ mod tests {
             Ok(DecodedKey::Command(k.clone(), "key-1".into()))
         );
         assert_eq!(
-            decode(&expiry_key(&k, 1_700_000_000_000, "key-1")),
+            decode(&expiry_key(7, 1_700_000_000_000, 9)),
             Ok(DecodedKey::Expiry {
-                key: k,
+                shard: 7,
                 at_ms: 1_700_000_000_000,
-                command_id: "key-1".into()
+                unique: 9
             })
         );
+        let list = vec![
+            ("account".to_owned(), "acc-1".to_owned(), "key-1".to_owned()),
+            ("t".to_owned(), "".to_owned(), "é".to_owned()),
+        ];
+        assert_eq!(decode_expiry_list(&encode_expiry_list(&list)), Ok(list));
+        assert!(decode_expiry_list(&[0xff, 0xff, 0xff, 0xff]).is_err());
     }
 
     #[test]
-    fn a_shards_expiry_keys_sort_by_time_then_entity() {
-        let (a, b) = (key(2, "t", "b"), key(2, "t", "a"));
+    fn a_shards_expiry_keys_sort_by_time() {
         let keys = [
-            expiry_key(&a, 5, "x"),
-            expiry_key(&b, 6, "x"),
-            expiry_key(&a, 256, "x"),
+            expiry_key(2, 5, 9),
+            expiry_key(2, 6, 1),
+            expiry_key(2, 256, 0),
         ];
         let mut sorted = keys.clone();
         sorted.sort();

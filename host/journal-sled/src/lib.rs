@@ -42,7 +42,7 @@
 //! store handle and its locks; split, each piece would need the others'
 //! internals. About a fifth of it is its tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +83,9 @@ pub struct SledJournal {
     stripes: Vec<Mutex<()>>,
     /// Openings of the store so far.
     generations: AtomicU64,
+    /// Makes each append's expiry keys unique (seeded with the time of the
+    /// opening, so a later opening never reuses one).
+    expiry_unique: AtomicU64,
     flush: Mutex<FlushState>,
     flushed: Condvar,
     observer: OnceLock<Arc<dyn CommitObserver>>,
@@ -176,6 +179,11 @@ impl SledJournal {
             epochs: Mutex::new(HashMap::new()),
             stripes: (0..APPLY_STRIPES).map(|_| Mutex::new(())).collect(),
             generations: AtomicU64::new(1),
+            expiry_unique: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            ),
             flush: Mutex::new(FlushState::default()),
             flushed: Condvar::new(),
             observer: OnceLock::new(),
@@ -354,12 +362,34 @@ impl SledJournal {
         let mut batch = sled::Batch::default();
         // Entities' tail pages as this append leaves them.
         let mut tails: foldhash::HashMap<Vec<u8>, Tail> = foldhash::HashMap::default();
+        // The command ids indexed, per shard and time: one expiry list each.
+        let mut expiring: BTreeMap<(ShardId, u64), Vec<keys::ExpiryEntry>> = BTreeMap::new();
         let mut results: Vec<Result<(), AppendError>> = appends
             .iter()
-            .map(|append| self.stage(store, append, &epochs, &mut tails, &mut batch))
+            .map(|append| {
+                self.stage(store, append, &epochs, &mut tails, &mut batch)?;
+                for record in &append.command_ids {
+                    expiring
+                        .entry((append.key.shard, record.at_ms))
+                        .or_default()
+                        .push((
+                            append.key.entity_type.clone(),
+                            append.key.entity_id.clone(),
+                            record.command_id.clone(),
+                        ));
+                }
+                Ok(())
+            })
             .collect();
         if !results.iter().any(Result::is_ok) {
             return (results, None);
+        }
+        for ((shard, at_ms), entries) in expiring {
+            let unique = self.expiry_unique.fetch_add(1, Ordering::Relaxed);
+            batch.insert(
+                keys::expiry_key(shard, at_ms, unique),
+                keys::encode_expiry_list(&entries),
+            );
         }
         for (key, tail) in tails {
             if tail.dirty
@@ -495,10 +525,6 @@ impl SledJournal {
             batch.insert(
                 keys::command_key(key, &record.command_id),
                 &record::encode_command_id(record)[..],
-            );
-            batch.insert(
-                keys::expiry_key(key, record.at_ms, &record.command_id),
-                &[][..],
             );
         }
         if tail.last_seq == 0 {
@@ -822,35 +848,47 @@ impl Journal for SledJournal {
             let mut end = start.clone();
             end.extend_from_slice(&before_ms.to_be_bytes());
             let mut batch = sled::Batch::default();
-            // Entries removed; stale expiry keys (of an id indexed again
-            // later) go too but are not entries.
+            // Entries removed; entries of an id indexed again later (with a
+            // newer time) are dropped from the list but are not removed.
             let (mut expired, mut changed) = (0, false);
-            for item in store.journal.range(start..end).take(limit) {
-                let (k, _) = item.map_err(|e| sled_error("listing expired command ids", e))?;
-                let Ok(keys::DecodedKey::Expiry {
-                    key,
-                    at_ms,
-                    command_id,
-                }) = keys::decode(&k)
-                else {
-                    return Err(JournalError::Corrupt {
-                        key: hex(&k),
-                        reason: "expected an expiry key".into(),
-                    });
+            // An id indexed twice at one time is listed twice: removed once.
+            let mut removed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+            for item in store.journal.range(start..end) {
+                if expired >= limit {
+                    break;
+                }
+                let (k, v) = item.map_err(|e| sled_error("listing expired command ids", e))?;
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    key: hex(&k),
+                    reason,
                 };
-                batch.remove(k);
-                // A command id indexed again later has a newer entry: keep it.
-                let command_key = keys::command_key(&key, &command_id);
-                let indexed = store
-                    .journal
-                    .get(&command_key)
-                    .map_err(|e| sled_error("reading a command id", e))?;
-                if let Some(bytes) = indexed
-                    && record::decode_command_id(&command_id, &bytes)
-                        .is_ok_and(|r| r.at_ms == at_ms)
+                let Ok(keys::DecodedKey::Expiry { at_ms, .. }) = keys::decode(&k) else {
+                    return Err(corrupt("expected an expiry key".into()));
+                };
+                let mut entries = keys::decode_expiry_list(&v).map_err(|e| corrupt(e.0))?;
+                while expired < limit
+                    && let Some((entity_type, entity_id, command_id)) = entries.pop()
                 {
-                    batch.remove(command_key);
-                    expired += 1;
+                    let key = EntityKey::new(fence.shard, entity_type, entity_id);
+                    let command_key = keys::command_key(&key, &command_id);
+                    let indexed = store
+                        .journal
+                        .get(&command_key)
+                        .map_err(|e| sled_error("reading a command id", e))?;
+                    if let Some(bytes) = indexed
+                        && record::decode_command_id(&command_id, &bytes)
+                            .is_ok_and(|r| r.at_ms == at_ms)
+                        && removed.insert(command_key.clone())
+                    {
+                        batch.remove(command_key);
+                        expired += 1;
+                    }
+                }
+                // A list the limit cut short keeps the rest for the next sweep.
+                if entries.is_empty() {
+                    batch.remove(k);
+                } else {
+                    batch.insert(k, keys::encode_expiry_list(&entries));
                 }
                 changed = true;
             }

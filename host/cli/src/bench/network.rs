@@ -253,7 +253,7 @@ pub async fn http(
         .against("without keys", ms(lat.p99), "ms"),
         Figure::new(
             "http",
-            "index bytes per key (entry + expiry key, 36-byte key)",
+            "index bytes per key (entry + expiry list entry, 36-byte key)",
             index_bytes_per_key(&w.entity_type) as f64,
             "bytes",
         ),
@@ -262,8 +262,9 @@ pub async fn http(
 }
 
 /// The journal bytes one idempotency key adds for an entity `bench-NNNNN`
-/// with a key of UUID length: its index entry and its expiry key, as the
-/// sled backend encodes them (sled adds its own per-key overhead).
+/// with a key of UUID length: its index entry and its share of an expiry
+/// list (one list per shard per append), as the sled backend encodes them
+/// (sled adds its own per-key overhead).
 fn index_bytes_per_key(entity_type: &str) -> usize {
     let key = EntityKey::new(0, entity_type, "bench-12345");
     let id = "0f8fad5b-d9cb-469f-a165-70867728950e";
@@ -275,7 +276,13 @@ fn index_bytes_per_key(entity_type: &str) -> usize {
     };
     stead_journal_sled::keys::command_key(&key, id).len()
         + stead_journal::record::encode_command_id(&record).len()
-        + stead_journal_sled::keys::expiry_key(&key, 0, id).len()
+        + stead_journal_sled::keys::encode_expiry_list(&[(
+            key.entity_type.clone(),
+            key.entity_id.clone(),
+            id.to_owned(),
+        )])
+        .len()
+        - 4
 }
 
 /// gRPC with a Rust client: `concurrency` requests in flight over
