@@ -208,35 +208,19 @@ fn many_keys_on_one_entity_are_each_found_before_and_after_a_restart() {
         )
         .expect("deposit");
     }
-    let check = |node: &Node| {
-        for i in [0, 150, 299] {
-            let retry = send(
-                node,
-                "e",
-                r#"{"deposit":{"amount":1}}"#,
-                Some(&format!("k{i}")),
-            )
-            .expect("retry");
-            assert!(retry.duplicate, "k{i}");
-            assert_eq!(retry.seq_nr, i as u64 + 2, "k{i}");
-        }
-        assert!(
-            !send(node, "e", r#"{"deposit":{"amount":1}}"#, Some("new"))
-                .expect("new")
-                .duplicate
-        );
-    };
-    check(&node);
+    old_keys_are_duplicates_and_a_fresh_one_is_not(&node, "new");
     drop(node);
     // Activated again: every old id is found in the journal's index.
     let node = open_node(dir.path(), |_| {});
     let retry = send(&node, "e", r#"{"deposit":{"amount":1}}"#, Some("new")).expect("retry");
     assert!(retry.duplicate);
-    check_after_restart(&node);
+    old_keys_are_duplicates_and_a_fresh_one_is_not(&node, "newer");
     assert_eq!(balance(&node, "e"), 300 + 1 + 1);
 }
 
-fn check_after_restart(node: &Node) {
+/// Retries of keys `k0`, `k150`, `k299` of entity `e` are duplicates with
+/// their original seq-nr; `fresh` is a new command.
+fn old_keys_are_duplicates_and_a_fresh_one_is_not(node: &Node, fresh: &str) {
     for i in [0, 150, 299] {
         let retry = send(
             node,
@@ -245,11 +229,12 @@ fn check_after_restart(node: &Node) {
             Some(&format!("k{i}")),
         )
         .expect("retry");
-        assert!(retry.duplicate, "k{i} after a restart");
+        assert!(retry.duplicate, "k{i}");
+        assert_eq!(retry.seq_nr, i as u64 + 2, "k{i}");
     }
     assert!(
-        !send(node, "e", r#"{"deposit":{"amount":1}}"#, Some("newer"))
-            .expect("newer")
+        !send(node, "e", r#"{"deposit":{"amount":1}}"#, Some(fresh))
+            .expect("fresh")
             .duplicate
     );
 }
