@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("stead-types", &[]),
     ("stead-journal", &["stead-types"]),
     ("stead-journal-sled", &["stead-types", "stead-journal"]),
+    ("stead-journal-postgres", &["stead-types", "stead-journal"]),
     ("stead-component", &[]),
     ("stead-runtime", &["stead-types", "stead-component"]),
     (
@@ -38,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-types",
             "stead-journal",
             "stead-journal-sled",
+            "stead-journal-postgres",
             "stead-runtime",
             "stead-engine",
         ],
@@ -57,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-types",
             "stead-journal",
             "stead-journal-sled",
+            "stead-journal-postgres",
             "stead-component",
             "stead-runtime",
             "stead-node",

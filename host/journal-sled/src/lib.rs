@@ -618,6 +618,21 @@ impl Journal for SledJournal {
         let _ = self.observer.set(observer);
     }
 
+    fn renew_shards(&self, tokens: &[FenceToken]) -> Result<Vec<FenceToken>, JournalError> {
+        // One node opens the store: a lease lasts until released or claimed
+        // again by this opening.
+        let epochs = self.lock_epochs();
+        Ok(tokens
+            .iter()
+            .filter(|t| epochs.get(&t.shard) == Some(&t.epoch))
+            .copied()
+            .collect())
+    }
+
+    fn lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     fn release_shards(&self, tokens: &[FenceToken]) -> Result<(), JournalError> {
         // The epoch stays durable: the next claim moves past it. Only this
         // opening's hold is dropped, so its appends under it are refused.

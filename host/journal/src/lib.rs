@@ -6,6 +6,10 @@
 //! (feature `conformance`) is the suite every backend must pass: named cases
 //! plus a model-based property test, through one entry point.
 //!
+//! An entity is named by its type and id; its shard is derived from them
+//! (and kept beside its events), so one type and id never appear under two
+//! shards. A backend may key entities by type and id alone.
+//!
 //! Guarantees of every backend (the suite checks them):
 //! - **Ordering**: an entity's events have sequence numbers 1, 2, 3, ... with
 //!   no gaps; [`Journal::read_events`] returns them in that order.
@@ -15,6 +19,9 @@
 //! - **Fencing**: an append carries the [`FenceToken`] of the shard's lease;
 //!   a token that is not the shard's current one fails with
 //!   [`AppendError::Fenced`]. A stale owner can never write.
+//! - **Leases**: a shared backend's leases expire ([`Journal::lease_ttl`])
+//!   unless renewed ([`Journal::renew_shards`]); a claim takes only shards
+//!   that are free, released, expired or already this journal's.
 //! - **Atomicity**: one entity's events of one append are all written or none.
 //! - **Durable on success**: when `append` returns `Ok` for an entity, its
 //!   events survive a crash and a power loss. Concurrent appends share one
@@ -124,6 +131,10 @@ pub enum JournalError {
     Corrupt { key: String, reason: String },
     #[error("the journal is closed")]
     Closed,
+    /// The store cannot be reached (a database down or out of reach): the
+    /// outcome of a write in flight is unknown; nothing acknowledged is lost.
+    #[error("the journal is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Told about every durable commit (for metrics).
@@ -143,7 +154,20 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Takes the leases of `shards` for this node, durably: each epoch moves
     /// past every earlier holder's, whose appends are refused from now on.
+    /// A shard another live node holds (a lease not yet expired) is skipped:
+    /// the answer has a token for each shard claimed, in the order asked.
     fn claim_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, JournalError>;
+
+    /// Renews the leases of `tokens` this journal holds; returns the ones
+    /// still held (renewed). A token missing from the answer is lost: another
+    /// node claimed the shard (or it was released), and appends under it are
+    /// refused.
+    fn renew_shards(&self, tokens: &[FenceToken]) -> Result<Vec<FenceToken>, JournalError>;
+
+    /// How long a lease lasts after a successful claim or renewal, measured
+    /// from when the request was sent; `None` when leases never expire (an
+    /// embedded journal that only one node opens).
+    fn lease_ttl(&self) -> Option<std::time::Duration>;
 
     /// Gives up the leases of `tokens` (those this journal still holds under
     /// that epoch; others are ignored): appends under them are refused from

@@ -122,6 +122,22 @@ impl Journal for MemoryJournal {
             .collect())
     }
 
+    fn renew_shards(&self, tokens: &[FenceToken]) -> Result<Vec<FenceToken>, JournalError> {
+        let store = self.store.lock();
+        let held = self.held();
+        Ok(tokens
+            .iter()
+            .filter(|t| {
+                held.get(&t.shard) == Some(&t.epoch) && store.leases.get(&t.shard) == Some(&t.epoch)
+            })
+            .copied()
+            .collect())
+    }
+
+    fn lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     fn release_shards(&self, tokens: &[FenceToken]) -> Result<(), JournalError> {
         let mut held = self.held();
         for token in tokens {

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use stead_engine::{EngineParts, Shards, WorkerStats};
 use stead_journal::{EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent};
+use stead_journal_postgres::PostgresJournal;
 use stead_journal_sled::SledJournal;
 use stead_runtime::{Registry, Runtime, RuntimeError};
 use stead_types::shard::shard_of;
@@ -151,6 +152,10 @@ impl Node {
                     .map_err(NodeError::Storage)?,
             ),
             (None, JournalConfig::Memory) => Arc::new(MemoryJournal::new()),
+            (None, JournalConfig::Postgres(options)) => Arc::new(
+                PostgresJournal::open(options.clone())
+                    .map_err(|e| NodeError::Storage(e.into()))?,
+            ),
         };
         let runtime = Runtime::new(config.engine.clone())
             .map_err(|e: RuntimeError| NodeError::Config(e.to_string()))?;

@@ -50,6 +50,15 @@ pub const DEFAULT_LOG_LINES_PER_CALL: u32 = 100;
 
 /// Default sled page cache, in bytes.
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// How long a shard lease in a shared journal lasts without renewal.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
+/// How often a node renews the shard leases it holds.
+pub const DEFAULT_LEASE_RENEW_INTERVAL: Duration = Duration::from_millis(500);
+/// Connections a node keeps to a PostgreSQL journal.
+pub const DEFAULT_POSTGRES_POOL_SIZE: usize = 16;
+/// How long a PostgreSQL journal waits for a connection or an answer before
+/// failing the request as unavailable.
+pub const DEFAULT_POSTGRES_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a node is opened with.
 #[derive(Debug, Clone)]
@@ -94,6 +103,77 @@ pub enum JournalConfig {
     /// An in-memory journal: lost when the node closes. For tests and
     /// benchmarks that measure everything but the store; never production.
     Memory,
+    /// A PostgreSQL database shared by the nodes of a cluster.
+    Postgres(PostgresOptions),
+}
+
+/// The PostgreSQL journal: where it is, who this node is to it, and its
+/// leases' timing.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user[:password]@host:port/database`.
+    pub url: String,
+    /// The owner name of this node's leases. A node that restarts under the
+    /// same id takes its leases back at once; under a new one it waits for
+    /// them to expire.
+    pub node_id: String,
+    /// How long a lease lasts without renewal (on the database's clock).
+    pub lease_ttl: Duration,
+    /// How often held leases are renewed; well under `lease_ttl`.
+    pub renew_interval: Duration,
+    pub pool_size: usize,
+    /// The longest wait for a connection or for one transaction.
+    pub timeout: Duration,
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            node_id: node_id.into(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+            renew_interval: DEFAULT_LEASE_RENEW_INTERVAL,
+            pool_size: DEFAULT_POSTGRES_POOL_SIZE,
+            timeout: DEFAULT_POSTGRES_TIMEOUT,
+        }
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// A database URL with its password (between `:` and `@` after the scheme)
+/// replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &self.redacted_url())
+            .field("node_id", &self.node_id)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("renew_interval", &self.renew_interval)
+            .field("pool_size", &self.pool_size)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for JournalConfig {
@@ -235,5 +315,27 @@ impl Default for Limits {
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_database_password_never_reaches_a_log() {
+        assert_eq!(
+            redact_url("postgres://ada:s3cret@db:5432/stead"),
+            "postgres://ada:***@db:5432/stead"
+        );
+        assert_eq!(
+            redact_url("postgres://ada@db:5432/stead"),
+            "postgres://ada@db:5432/stead"
+        );
+        assert_eq!(redact_url("postgres://db/stead"), "postgres://db/stead");
+        assert_eq!(
+            redact_url("postgres://a:b:c@db/x?sslmode=require"),
+            "postgres://a:***@db/x?sslmode=require"
+        );
     }
 }

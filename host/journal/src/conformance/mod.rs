@@ -101,6 +101,10 @@ pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
             a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it,
         ),
         (
+            "a_renewal_keeps_held_leases_and_reports_lost_ones",
+            a_renewal_keeps_held_leases_and_reports_lost_ones,
+        ),
+        (
             "command_ids_are_indexed_with_their_events_and_survive_a_reopen",
             command_ids_are_indexed_with_their_events_and_survive_a_reopen,
         ),
@@ -306,6 +310,29 @@ fn a_released_lease_fences_its_holder_and_the_next_claim_moves_past_it<J: Journa
         payloads(&journal, &key, 1),
         vec![(1, "a".to_owned()), (2, "b".to_owned())],
         "a release keeps everything written"
+    );
+}
+
+fn a_renewal_keeps_held_leases_and_reports_lost_ones<J: Journal>(open: Opener<'_, J>) {
+    let (_dir, journal, f0, f1) = fresh(open);
+    assert_eq!(journal.renew_shards(&[f0, f1]), Ok(vec![f0, f1]));
+    journal.release_shards(&[f1]).expect("release");
+    assert_eq!(
+        journal.renew_shards(&[f0, f1]),
+        Ok(vec![f0]),
+        "a released lease is not renewed"
+    );
+    let again = journal.claim_shards(&[0]).expect("claim")[0];
+    assert_eq!(
+        journal.renew_shards(&[f0, again]),
+        Ok(vec![again]),
+        "a token older than the shard's last claim is lost"
+    );
+    let key = EntityKey::new(0, "t", "renewed");
+    assert_eq!(
+        journal.append(vec![append(&key, 0, again, &["a"])]),
+        vec![Ok(())],
+        "a renewed lease still writes"
     );
 }
 

@@ -38,7 +38,8 @@ use crate::{
 
 const SHARDS: ShardId = 3;
 const TYPES: [&str; 2] = ["acc", "cart"];
-/// One id is a prefix of the other: their key ranges must stay apart.
+/// One id is a prefix of the other (in each shard): their key ranges must
+/// stay apart.
 const IDS: [&str; 2] = ["a", "ab"];
 const ENTITIES: usize = SHARDS as usize * TYPES.len() * IDS.len();
 /// Command ids of indexed commands (one a prefix of another).
@@ -49,10 +50,12 @@ fn entity(i: usize) -> EntityKey {
     let per_shard = TYPES.len() * IDS.len();
     let i = i % ENTITIES;
     let shard = ShardId::try_from(i / per_shard).expect("few shards");
+    // An entity is named by its type and id, its shard derived from them:
+    // the same type and id never appear in two shards.
     EntityKey::new(
         shard,
         TYPES[(i % per_shard) / IDS.len()],
-        IDS[i % IDS.len()],
+        format!("{shard}{}", IDS[i % IDS.len()]),
     )
 }
 

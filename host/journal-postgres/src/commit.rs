@@ -1,0 +1,458 @@
+//! Group commit: the committer tasks and the transaction of one batch.
+//!
+//! A [`Job`] is one `append` call: its appends, the results settled before
+//! any round trip (invalid, or a lease this journal does not hold), and the
+//! reply channel of the blocked caller. A committer takes every job queued,
+//! up to [`MAX_ROWS`] events, and writes them in one transaction:
+//!
+//! 1. shared advisory locks on the batch's shards (in order), the lease rows
+//!    of those shards, and the last sequence number of every entity: three
+//!    statements sent at once (pipelined);
+//! 2. in queue order, each append is checked against its lease (epoch and
+//!    owner) and its entity's last sequence number, which then moves on, so
+//!    appends of one entity in one batch chain;
+//! 3. the accepted appends' events, new entities and command ids, inserted
+//!    from arrays (three pipelined statements), then COMMIT.
+//!
+//! A statement that fails for a reason of the data (a unique violation when
+//! a writer outside the fence raced us, say) rolls the whole transaction
+//! back; the batch is then retried one append per transaction, so one bad
+//! append fails alone. A failure of the connection fails the whole batch as
+//! `Unavailable`: the outcome of its COMMIT is unknown, so callers drop
+//! the entities from memory and retry with their command ids.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use stead_journal::{AppendError, EntityAppend, EntityKey, JournalError};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{Shared, leases, to_i64};
+
+/// Most events one transaction writes (a committer stops taking jobs past it).
+const MAX_ROWS: usize = 4096;
+
+type Results = Vec<Result<(), AppendError>>;
+
+/// One `append` call on its way to a committer.
+pub(crate) struct Job {
+    appends: Vec<EntityAppend>,
+    /// `Some` once the append's outcome is known.
+    results: Vec<Option<Result<(), AppendError>>>,
+    reply: Option<oneshot::Sender<Results>>,
+}
+
+impl Job {
+    /// Settles what needs no round trip: invalid appends and fences this
+    /// journal does not hold.
+    pub(crate) fn new(shared: &Shared, appends: Vec<EntityAppend>) -> Self {
+        let results = {
+            let held = shared.held();
+            appends
+                .iter()
+                .map(|a| {
+                    if let Err(e) = a.check() {
+                        return Some(Err(e));
+                    }
+                    let current = held.get(&a.key.shard).copied().unwrap_or(0);
+                    (current == 0 || current != a.fence.epoch).then_some(Err(AppendError::Fenced {
+                        shard: a.key.shard,
+                        presented: a.fence.epoch,
+                        current,
+                    }))
+                })
+                .collect()
+        };
+        Self {
+            appends,
+            results,
+            reply: None,
+        }
+    }
+
+    pub(crate) fn is_settled(&self) -> bool {
+        self.results.iter().all(Option::is_some)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.appends.len()
+    }
+
+    pub(crate) fn with_reply(mut self) -> (Self, oneshot::Receiver<Results>) {
+        let (tx, rx) = oneshot::channel();
+        self.reply = Some(tx);
+        (self, rx)
+    }
+
+    pub(crate) fn into_results(self) -> Results {
+        self.results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(AppendError::Storage(JournalError::Closed))))
+            .collect()
+    }
+
+    fn rows(&self) -> usize {
+        self.appends.iter().map(|a| a.events.len()).sum()
+    }
+
+    fn finish(mut self) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(self.into_results());
+        }
+    }
+}
+
+/// Takes batches of jobs off the queue and commits them until the journal
+/// is dropped.
+pub(crate) async fn committer(
+    shared: Arc<Shared>,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>,
+) {
+    loop {
+        let mut jobs = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut rows = first.rows();
+            let mut jobs = vec![first];
+            while rows < MAX_ROWS {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        rows += job.rows();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        commit_jobs(&shared, &mut jobs).await;
+        for job in jobs {
+            job.finish();
+        }
+    }
+}
+
+/// (job, append) of every append still to write, in queue order.
+fn pending(jobs: &[Job]) -> Vec<(usize, usize)> {
+    jobs.iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            job.results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_none())
+                .map(move |(a, _)| (j, a))
+        })
+        .collect()
+}
+
+async fn commit_jobs(shared: &Shared, jobs: &mut [Job]) {
+    let items = pending(jobs);
+    let started = Instant::now();
+    let timeout = shared.options.timeout;
+    let attempt = tokio::time::timeout(timeout, transaction(shared, jobs, &items)).await;
+    let outcome = match attempt {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Failure::Unavailable(JournalError::Unavailable(format!(
+            "PostgreSQL at {}: no commit within {timeout:?}; the outcome is unknown",
+            shared.options.redacted_url()
+        )))),
+    };
+    match outcome {
+        Ok(results) => {
+            let committed = results.iter().filter(|r| r.is_ok()).count();
+            for (&(j, a), result) in items.iter().zip(results) {
+                jobs[j].results[a] = Some(result);
+            }
+            if let Some(observer) = shared.observer.get().filter(|_| committed > 0) {
+                observer.committed(committed, started.elapsed());
+            }
+        }
+        Err(Failure::Data(e)) if items.len() > 1 => {
+            tracing::debug!(error = %e, appends = items.len(), "batch refused; retrying one append per transaction");
+            for item in items {
+                let single = [item];
+                let outcome =
+                    tokio::time::timeout(timeout, transaction(shared, jobs, &single)).await;
+                let result = match outcome {
+                    Ok(Ok(mut results)) => results.pop().unwrap_or(Ok(())),
+                    Ok(Err(Failure::Data(e) | Failure::Unavailable(e))) => {
+                        Err(AppendError::Storage(e))
+                    }
+                    Err(_) => Err(AppendError::Storage(JournalError::Unavailable(format!(
+                        "PostgreSQL at {}: no commit within {timeout:?}; the outcome is unknown",
+                        shared.options.redacted_url()
+                    )))),
+                };
+                jobs[item.0].results[item.1] = Some(result);
+            }
+        }
+        Err(Failure::Data(e) | Failure::Unavailable(e)) => {
+            for (j, a) in items {
+                jobs[j].results[a] = Some(Err(AppendError::Storage(e.clone())));
+            }
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum Failure {
+    /// The database refused a statement for the data's sake: worth
+    /// retrying the appends one by one.
+    Data(JournalError),
+    /// The connection or the server failed: no point retrying now.
+    Unavailable(JournalError),
+}
+
+impl Failure {
+    fn of(shared: &Shared, e: &tokio_postgres::Error) -> Self {
+        match shared.error("appending", e) {
+            e @ (JournalError::Unavailable(_) | JournalError::Full(_)) => Failure::Unavailable(e),
+            e => Failure::Data(e),
+        }
+    }
+}
+
+/// (entity type, entity id, command id).
+type CommandIdKey<'a> = (&'a str, &'a str, &'a str);
+/// (shard, seq-nr, at_ms, digest).
+type CommandIdRow<'a> = (i64, i64, i64, &'a [u8]);
+
+/// Columns of the rows one transaction inserts.
+#[derive(Default)]
+struct Rows<'a> {
+    ev_type: Vec<&'a str>,
+    ev_id: Vec<&'a str>,
+    ev_seq: Vec<i64>,
+    ev_shard: Vec<i64>,
+    ev_command: Vec<&'a str>,
+    ev_time: Vec<i64>,
+    ev_payload: Vec<&'a [u8]>,
+    ev_reply: Vec<Option<&'a [u8]>>,
+    new_shard: Vec<i64>,
+    new_type: Vec<&'a str>,
+    new_id: Vec<&'a str>,
+    /// Command ids by (type, id, command id): the last write of one wins,
+    /// as one INSERT may not touch a row twice.
+    commands: HashMap<CommandIdKey<'a>, CommandIdRow<'a>>,
+}
+
+/// Writes `items` of `jobs` in one transaction; the results are in the
+/// order of `items`.
+async fn transaction(
+    shared: &Shared,
+    jobs: &[Job],
+    items: &[(usize, usize)],
+) -> Result<Results, Failure> {
+    let err = |e: tokio_postgres::Error| Failure::of(shared, &e);
+    let appends: Vec<&EntityAppend> = items.iter().map(|&(j, a)| &jobs[j].appends[a]).collect();
+    let mut shards: Vec<i64> = appends.iter().map(|a| i64::from(a.key.shard)).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    // Distinct entities, in first-seen order.
+    let mut entity_index: HashMap<&EntityKey, usize> = HashMap::new();
+    let mut entities: Vec<&EntityKey> = Vec::new();
+    for append in &appends {
+        entity_index.entry(&append.key).or_insert_with(|| {
+            entities.push(&append.key);
+            entities.len() - 1
+        });
+    }
+    let types: Vec<&str> = entities.iter().map(|k| k.entity_type.as_str()).collect();
+    let ids: Vec<&str> = entities.iter().map(|k| k.entity_id.as_str()).collect();
+
+    let mut client = shared.client().await.map_err(Failure::Unavailable)?;
+    let tx = client.transaction().await.map_err(err)?;
+    // Every statement is prepared before any runs: a query is sent when
+    // first polled, so the three below go out in this order, and the lease
+    // rows and sequence numbers are read only once the locks are held.
+    let (lock, lease_rows, last_seq) = tokio::join!(
+        tx.prepare_cached(leases::LOCK_SHARED),
+        tx.prepare_cached(leases::READ),
+        tx.prepare_cached(
+            "SELECT COALESCE((SELECT MAX(e.seq_nr) FROM stead_events e
+                              WHERE e.entity_type = t.ty AND e.entity_id = t.id), 0)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(ty, id, i)
+             ORDER BY t.i",
+        ),
+    );
+    let (lock, lease_rows, last_seq) = (
+        lock.map_err(err)?,
+        lease_rows.map_err(err)?,
+        last_seq.map_err(err)?,
+    );
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&crate::schema::LOCK_NAMESPACE, &shards];
+    let lease_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&shards];
+    let last_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&types, &ids];
+    let (locked, leases, last) = tokio::join!(
+        tx.execute(&lock, &lock_params),
+        tx.query(&lease_rows, &lease_params),
+        tx.query(&last_seq, &last_params),
+    );
+    locked.map_err(err)?;
+    let leases = leases::parse(&leases.map_err(err)?);
+    let mut last: Vec<u64> = last
+        .map_err(err)?
+        .iter()
+        .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+        .collect();
+    if last.len() != entities.len() {
+        return Err(Failure::Data(JournalError::Io(
+            "sequence numbers of the batch came back incomplete".into(),
+        )));
+    }
+
+    let owner = shared.options.node_id.as_str();
+    let mut rows = Rows::default();
+    let mut results = Vec::with_capacity(appends.len());
+    for append in &appends {
+        let key = &append.key;
+        let (epoch, holder) = leases
+            .get(&key.shard)
+            .map_or((0, None), |(e, o)| (*e, o.as_deref()));
+        if epoch != append.fence.epoch || holder != Some(owner) {
+            shared.lost(append.fence);
+            results.push(Err(AppendError::Fenced {
+                shard: key.shard,
+                presented: append.fence.epoch,
+                current: epoch,
+            }));
+            continue;
+        }
+        let slot = entity_index[key];
+        let actual = last[slot];
+        if append.expected_seq_nr != actual {
+            results.push(Err(AppendError::Conflict {
+                key: key.clone(),
+                expected: append.expected_seq_nr,
+                actual,
+            }));
+            continue;
+        }
+        if actual == 0 {
+            rows.new_shard.push(i64::from(key.shard));
+            rows.new_type.push(&key.entity_type);
+            rows.new_id.push(&key.entity_id);
+        }
+        for (seq_nr, event) in (actual + 1..).zip(&append.events) {
+            rows.ev_type.push(&key.entity_type);
+            rows.ev_id.push(&key.entity_id);
+            rows.ev_seq.push(to_i64(seq_nr));
+            rows.ev_shard.push(i64::from(key.shard));
+            rows.ev_command.push(&event.command_id);
+            rows.ev_time.push(to_i64(event.timestamp_ms));
+            rows.ev_payload.push(&event.payload);
+            rows.ev_reply.push(event.reply.as_deref());
+        }
+        for c in &append.command_ids {
+            rows.commands.insert(
+                (&key.entity_type, &key.entity_id, &c.command_id),
+                (
+                    i64::from(key.shard),
+                    to_i64(c.seq_nr),
+                    to_i64(c.at_ms),
+                    &c.digest[..],
+                ),
+            );
+        }
+        last[slot] = actual + append.events.len() as u64;
+        results.push(Ok(()));
+    }
+    if rows.ev_seq.is_empty() {
+        tx.rollback().await.map_err(err)?;
+        return Ok(results);
+    }
+    insert(&tx, &rows).await.map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(results)
+}
+
+async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &Rows<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let events = tx
+        .prepare_cached(
+            "INSERT INTO stead_events
+                (entity_type, entity_id, seq_nr, shard, command_id, timestamp_ms, payload, reply)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                  $5::text[], $6::bigint[], $7::bytea[], $8::bytea[])",
+        )
+        .await?;
+    let new_entities = tx
+        .prepare_cached(
+            "INSERT INTO stead_entities (shard, entity_type, entity_id)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let command_ids = tx
+        .prepare_cached(
+            "INSERT INTO stead_command_ids
+                (entity_type, entity_id, command_id, shard, seq_nr, at_ms, digest)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                  $5::bigint[], $6::bigint[], $7::bytea[])
+             ON CONFLICT (entity_type, entity_id, command_id) DO UPDATE
+             SET shard = EXCLUDED.shard, seq_nr = EXCLUDED.seq_nr,
+                 at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest",
+        )
+        .await?;
+    let mut c_type = Vec::with_capacity(rows.commands.len());
+    let mut c_id = Vec::with_capacity(rows.commands.len());
+    let mut c_command = Vec::with_capacity(rows.commands.len());
+    let mut c_shard = Vec::with_capacity(rows.commands.len());
+    let mut c_seq = Vec::with_capacity(rows.commands.len());
+    let mut c_at = Vec::with_capacity(rows.commands.len());
+    let mut c_digest = Vec::with_capacity(rows.commands.len());
+    for (&(ty, id, command), &(shard, seq, at, digest)) in &rows.commands {
+        c_type.push(ty);
+        c_id.push(id);
+        c_command.push(command);
+        c_shard.push(shard);
+        c_seq.push(seq);
+        c_at.push(at);
+        c_digest.push(digest);
+    }
+    let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &rows.ev_type,
+        &rows.ev_id,
+        &rows.ev_seq,
+        &rows.ev_shard,
+        &rows.ev_command,
+        &rows.ev_time,
+        &rows.ev_payload,
+        &rows.ev_reply,
+    ];
+    let insert_events = tx.execute(&events, &event_params);
+    let insert_entities = async {
+        if rows.new_id.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &new_entities,
+            &[&rows.new_shard, &rows.new_type, &rows.new_id],
+        )
+        .await
+    };
+    let insert_command_ids = async {
+        if c_id.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &command_ids,
+            &[
+                &c_type, &c_id, &c_command, &c_shard, &c_seq, &c_at, &c_digest,
+            ],
+        )
+        .await
+    };
+    let (a, b, c) = tokio::join!(insert_events, insert_entities, insert_command_ids);
+    a?;
+    b?;
+    c?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The journal's tables, created (and later migrated) by the first node that
+//! opens a database, under an advisory lock so nodes starting together do
+//! not race. The version is stored in `stead_schema`; a database holding a
+//! newer version than this build knows is refused with a clear error, never
+//! written to.
+//!
+//! Tables (every integer the journal keeps is a `u64` stored as `bigint`):
+//! - `stead_leases`: one row per shard ever claimed: its epoch, its owner
+//!   (NULL when released) and when the lease expires, on the database's clock.
+//! - `stead_events`: an entity's events by (type, id, seq-nr), the primary key
+//!   that makes a second writer of one sequence number fail; the shard beside.
+//! - `stead_entities`: the entities of each shard (written with an entity's
+//!   first events), so a shard's entities are listed without scanning events.
+//! - `stead_snapshots`: an entity's latest snapshot, encoded as the journal
+//!   crate's `SnapshotRecord`.
+//! - `stead_command_ids`: the idempotency index, (entity, command id) ->
+//!   (seq-nr, time, digest), expired oldest first by (shard, at_ms).
+//! - `stead_deployments`: deployed components, shared by every node.
+
+use tokio_postgres::Client;
+
+/// The schema version this build writes and reads.
+pub(crate) const VERSION: i32 = 1;
+
+/// The advisory lock namespace of the journal (`'stea'` in ASCII); the
+/// second key is a shard, or [`MIGRATION_LOCK`].
+pub(crate) const LOCK_NAMESPACE: i32 = 0x7374_6561;
+pub(crate) const MIGRATION_LOCK: i32 = -1;
+
+const V1: &str = "
+CREATE TABLE stead_leases (
+    shard      bigint PRIMARY KEY,
+    epoch      bigint NOT NULL,
+    owner      text,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE stead_events (
+    entity_type  text   NOT NULL,
+    entity_id    text   NOT NULL,
+    seq_nr       bigint NOT NULL,
+    shard        bigint NOT NULL,
+    command_id   text   NOT NULL,
+    timestamp_ms bigint NOT NULL,
+    payload      bytea  NOT NULL,
+    reply        bytea,
+    PRIMARY KEY (entity_type, entity_id, seq_nr)
+);
+CREATE TABLE stead_entities (
+    shard       bigint NOT NULL,
+    entity_type text   NOT NULL,
+    entity_id   text   NOT NULL,
+    PRIMARY KEY (shard, entity_type, entity_id)
+);
+CREATE TABLE stead_snapshots (
+    entity_type text   NOT NULL,
+    entity_id   text   NOT NULL,
+    shard       bigint NOT NULL,
+    seq_nr      bigint NOT NULL,
+    record      bytea  NOT NULL,
+    PRIMARY KEY (entity_type, entity_id)
+);
+CREATE TABLE stead_command_ids (
+    entity_type text   NOT NULL,
+    entity_id   text   NOT NULL,
+    command_id  text   NOT NULL,
+    shard       bigint NOT NULL,
+    seq_nr      bigint NOT NULL,
+    at_ms       bigint NOT NULL,
+    digest      bytea  NOT NULL,
+    PRIMARY KEY (entity_type, entity_id, command_id)
+);
+CREATE INDEX stead_command_ids_expiry ON stead_command_ids (shard, at_ms);
+CREATE TABLE stead_deployments (
+    seq         bigserial PRIMARY KEY,
+    type_name   text   NOT NULL,
+    sha256      text   NOT NULL,
+    component   bytea  NOT NULL,
+    deployed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+";
+
+/// Why the schema could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SchemaError {
+    #[error(
+        "the database holds stead schema version {found}, newer than this build's {VERSION}: run a stead at least as new as the one that wrote it"
+    )]
+    Newer { found: i32 },
+    #[error(transparent)]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+/// Creates the tables if the database has none; checks the version.
+pub(crate) async fn prepare(client: &mut Client) -> Result<(), SchemaError> {
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_NAMESPACE, &MIGRATION_LOCK],
+    )
+    .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS stead_schema (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            version   integer NOT NULL
+        )",
+    )
+    .await?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT version FROM stead_schema", &[])
+        .await?
+        .map(|row| row.get(0));
+    match found {
+        None => {
+            tx.batch_execute(V1).await?;
+            tx.execute(
+                "INSERT INTO stead_schema (version) VALUES ($1)",
+                &[&VERSION],
+            )
+            .await?;
+            tracing::info!(version = VERSION, "created the journal's tables");
+        }
+        Some(found) if found > VERSION => return Err(SchemaError::Newer { found }),
+        Some(_) => {}
+    }
+    tx.commit().await?;
+    Ok(())
+}
