@@ -60,3 +60,16 @@ fn power_loss_rounds_lose_no_acknowledged_command() {
     assert_eq!(report.crashes, 3);
     assert!(report.acked > 0 && report.retries_checked > 0);
 }
+
+#[test]
+fn sigkill_rounds_on_the_postgres_journal_lose_and_duplicate_no_acknowledged_command() {
+    let db = stead_postgres_testing::database().expect("a test database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(Fault::SigKill, 3, dir.path());
+    config.journal = Some(db.url());
+    let report = run(&config, &mut progress).unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!("{report:?}");
+    assert_eq!(report.crashes, 3);
+    assert!(report.acked > 0 && report.retries_checked > 0);
+    assert!(report.retries_past_window > 0);
+}

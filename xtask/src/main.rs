@@ -18,6 +18,7 @@ use stead_component::build::{BuildRequest, BuiltComponent, build};
 mod bench;
 mod demo;
 mod fuzz;
+mod postgres;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -318,13 +319,17 @@ fn test() -> Result<()> {
         &[("STEAD_TESTKIT_COMPONENTS", components.as_os_str())],
         &mut tally,
     )?;
+    // One PostgreSQL server for every shared-journal test of the run.
+    let postgres = postgres::start()?;
+    let postgres_url = postgres.url();
     run_cargo_tests(
         "root workspace tests (sdk, host, integration)",
         &root,
         &["test", "--workspace"],
-        &[],
+        &[("STEAD_TEST_POSTGRES", std::ffi::OsStr::new(&postgres_url))],
         &mut tally,
     )?;
+    drop(postgres);
     step(&format!(
         "all tests passed in {:.0}s ({} ignored)",
         started.elapsed().as_secs_f64(),

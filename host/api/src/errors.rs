@@ -12,8 +12,9 @@
 //! | write conflict | `conflict` | 409 | ABORTED |
 //! | deploy refused | `deploy_refused` | 400 | INVALID_ARGUMENT |
 //! | storage full | `storage_full` | 507 | RESOURCE_EXHAUSTED |
-//! | storage failure | `storage` | 503 | UNAVAILABLE |
-//! | shard not owned, shutting down | `unavailable` | 503 | UNAVAILABLE |
+//! | journal unreachable (the database down; names it) | `journal_unavailable` | 503 + `Retry-After` | UNAVAILABLE |
+//! | storage failure | `storage` | 503 + `Retry-After` | UNAVAILABLE |
+//! | shard not owned or its lease not renewed in time, shutting down | `unavailable` | 503 + `Retry-After` | UNAVAILABLE |
 //! | anything else | `internal` | 500 | INTERNAL |
 //! | admin token missing or wrong ([`super::auth`]) | `unauthenticated` | 401 + `WWW-Authenticate` | UNAUTHENTICATED |
 
@@ -76,12 +77,17 @@ pub fn classify(error: &NodeError) -> ErrorClass {
             StatusCode::INSUFFICIENT_STORAGE,
             Code::ResourceExhausted,
         ),
+        NodeError::Storage(JournalError::Unavailable(_)) => (
+            "journal_unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+        ),
         NodeError::Storage(_) => (
             "storage",
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,
         ),
-        NodeError::NotOwner(_) | NodeError::ShuttingDown => (
+        NodeError::NotOwner(_) | NodeError::LeaseLapsed(_) | NodeError::ShuttingDown => (
             "unavailable",
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,

@@ -209,6 +209,7 @@ impl proto::admin_server::Admin for AdminService {
             active_entities: stats.active_entities as u64,
             uptime_ms: self.state.started.elapsed().as_millis() as u64,
             shards_held: u32::try_from(stats.shards).unwrap_or(u32::MAX),
+            journal: node.journal_description(),
         }))
     }
 }

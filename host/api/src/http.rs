@@ -8,7 +8,7 @@
 //! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes","batched_replay"}]}` |
 //! | `POST /v1/components` | admin: body: the component bytes (at most [`MAX_COMPONENT_BYTES`]); deploys it; 200 with its type like a `/v1/types` item; with a node token, `Authorization: Bearer <token>` or 401 (see [`super::auth`]) |
 //! | `GET /healthz` | live: 200 |
-//! | `GET /readyz` | ready (journal open, components loaded): 200, else 503 |
+//! | `GET /readyz` | ready (journal open, components loaded, every wanted shard served): 200, else 503 and why |
 //! | `GET /metrics` | Prometheus (OpenMetrics text) |
 //! | `POST /v1/noop` | 200 `{}` without any entity work: the yardstick of the HTTP benchmark |
 //!
@@ -310,10 +310,9 @@ async fn noop() -> Response {
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Response {
-    if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    match state.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
     }
 }
 

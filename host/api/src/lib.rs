@@ -69,9 +69,28 @@ impl ApiState {
     }
 
     /// Ready: the journal is open and the deployed components are loaded
-    /// (both done by `Node::open`) and the servers are listening.
+    /// (both done by `Node::open`), the servers are listening, and every
+    /// shard the node wants is served (with a shared journal: its lease
+    /// held and renewed in time).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.readiness().is_ok()
+    }
+
+    /// Why the node is not ready, if it is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("starting".into());
+        }
+        let leases = self.node.lease_status();
+        if leases.held < leases.wanted {
+            return Err(format!(
+                "serving {} of {} shards: the others are held by another node until their leases expire, or the journal ({}) cannot be reached to renew them",
+                leases.held,
+                leases.wanted,
+                self.node.journal_description()
+            ));
+        }
+        Ok(())
     }
 }
 

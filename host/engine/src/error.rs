@@ -41,6 +41,10 @@ pub enum Error {
     Deploy(String),
     #[error("this node does not own shard {0}")]
     NotOwner(ShardId),
+    #[error(
+        "shard {0} is not served here for now: this node could not renew its lease in time (is the journal reachable?); it is claimed again as soon as possible, retry shortly"
+    )]
+    LeaseLapsed(ShardId),
     #[error("node configuration: {0}")]
     Config(String),
     #[error("the node is shutting down")]

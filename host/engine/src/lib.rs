@@ -25,6 +25,7 @@
 
 pub(crate) mod entity;
 mod error;
+pub(crate) mod leases;
 pub(crate) mod memory;
 mod request;
 pub(crate) mod worker;
@@ -36,6 +37,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use leases::LeaseBoard;
 use request::{CommandRequest, LeaseRequest, LeaseResult, Request, ViewRequest};
 use stead_journal::{EntityKey, FenceToken, Journal, ShardId};
 use stead_runtime::Registry;
@@ -54,34 +56,85 @@ pub struct EngineParts {
     pub clock: Arc<dyn Clock>,
     pub options: ShardOptions,
     pub limits: Limits,
+    /// How often held leases are renewed, when the journal's expire.
+    pub lease_renew_interval: std::time::Duration,
+}
+
+/// How many shards the node wants and how many it serves (holds a valid
+/// lease of) right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub wanted: usize,
+    pub held: usize,
 }
 
 /// The workers and the routing to them.
 pub struct Shards {
     senders: Vec<SyncSender<Request>>,
     threads: Vec<JoinHandle<()>>,
+    board: Arc<LeaseBoard>,
+    clock: Arc<dyn Clock>,
+    /// The lease keeper, when the journal's leases expire; dropping the
+    /// sender stops it.
+    keeper: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Shards {
     /// Starts the workers, holding no shard yet.
     pub fn start(parts: EngineParts) -> std::io::Result<Self> {
         let workers = parts.options.workers.max(1);
+        let board = Arc::new(LeaseBoard::default());
         let mut senders = Vec::with_capacity(workers);
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let (tx, rx) = std::sync::mpsc::sync_channel(parts.options.queue_depth.max(1));
-            let journal = parts.journal.clone();
-            let registry = parts.registry.clone();
-            let clock = parts.clock.clone();
-            let options = parts.options.clone();
-            let limits = parts.limits.clone();
+            let (journal, registry, clock, board) = (
+                parts.journal.clone(),
+                parts.registry.clone(),
+                parts.clock.clone(),
+                board.clone(),
+            );
+            let (options, limits) = (parts.options.clone(), parts.limits.clone());
+            // The worker is made on its own thread: its instances stay there.
             let thread = std::thread::Builder::new()
                 .name(format!("stead-shard-worker-{index}"))
-                .spawn(move || Worker::new(journal, registry, clock, options, limits).run(rx))?;
+                .spawn(move || {
+                    Worker::new(journal, registry, clock, board, options, limits).run(rx)
+                })?;
             senders.push(tx);
             threads.push(thread);
         }
-        Ok(Self { senders, threads })
+        let keeper = match parts.journal.lease_ttl() {
+            None => None,
+            Some(ttl) => {
+                let (stop, stopped) = std::sync::mpsc::channel();
+                let keeper = leases::Keeper {
+                    journal: parts.journal.clone(),
+                    clock: parts.clock.clone(),
+                    board: board.clone(),
+                    senders: senders.clone(),
+                    ttl,
+                    interval: parts.lease_renew_interval.min(ttl / 2),
+                };
+                let thread = std::thread::Builder::new()
+                    .name("stead-lease-keeper".into())
+                    .spawn(move || leases::run_keeper(keeper, stopped))?;
+                Some((stop, thread))
+            }
+        };
+        Ok(Self {
+            senders,
+            threads,
+            board,
+            clock: parts.clock,
+            keeper,
+        })
+    }
+
+    /// How many shards are wanted and how many are served now.
+    pub fn lease_status(&self) -> LeaseStatus {
+        let (wanted, held) = self.board.status(self.clock.mono_ms());
+        LeaseStatus { wanted, held }
     }
 
     fn sender(&self, shard: ShardId) -> &SyncSender<Request> {
@@ -99,9 +152,12 @@ impl Shards {
     }
 
     /// Has each shard's worker claim its lease and serve it; blocks until
-    /// every worker answered. Returns the tokens in the order of `shards`.
+    /// every worker answered. Returns the tokens in the order of `shards`;
+    /// a shard another node holds is left out, and (with a journal whose
+    /// leases expire) claimed later, once that node's lease has expired.
     pub fn acquire(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
-        let mut tokens = self.lease_requests(shards, |shards, reply| {
+        self.board.want(shards);
+        let mut tokens = lease_requests(&self.senders, shards, |shards, reply| {
             Request::Acquire(LeaseRequest { shards, reply })
         })?;
         let order: std::collections::HashMap<ShardId, usize> =
@@ -116,49 +172,10 @@ impl Shards {
     /// is released. Blocks until every worker answered; returns the tokens
     /// released (shards not held are skipped).
     pub fn release(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
-        self.lease_requests(shards, |shards, reply| {
+        self.board.unwant(shards);
+        lease_requests(&self.senders, shards, |shards, reply| {
             Request::Release(LeaseRequest { shards, reply })
         })
-    }
-
-    /// Sends each worker its part of `shards` and gathers the answers.
-    fn lease_requests(
-        &self,
-        shards: &[ShardId],
-        make: impl Fn(Vec<ShardId>, std::sync::mpsc::Sender<LeaseResult>) -> Request,
-    ) -> Result<Vec<FenceToken>, Error> {
-        let workers = self.senders.len();
-        let mut per_worker: Vec<Vec<ShardId>> = vec![Vec::new(); workers];
-        for &shard in shards {
-            per_worker[worker_of(shard, workers)].push(shard);
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut asked = 0;
-        for (sender, part) in self.senders.iter().zip(per_worker) {
-            if part.is_empty() {
-                continue;
-            }
-            // A blocking send: a lease change must not be lost to a full queue.
-            sender
-                .send(make(part, tx.clone()))
-                .map_err(|_| Error::ShuttingDown)?;
-            asked += 1;
-        }
-        drop(tx);
-        let mut tokens = Vec::with_capacity(shards.len());
-        let mut first_error = None;
-        for _ in 0..asked {
-            match rx.recv().map_err(|_| Error::ShuttingDown)? {
-                Ok(mut t) => tokens.append(&mut t),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(tokens),
-        }
     }
 
     /// Queues a command; the receiver yields its outcome once durable. With
@@ -275,11 +292,57 @@ impl Shards {
 
     /// Stops the workers after they finish what is queued.
     pub fn shutdown(self) {
+        if let Some((stop, keeper)) = self.keeper {
+            drop(stop);
+            if keeper.join().is_err() {
+                tracing::error!("the lease keeper panicked");
+            }
+        }
         drop(self.senders);
         for thread in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a shard worker panicked");
             }
         }
+    }
+}
+
+/// Sends each worker its part of `shards` and gathers the answers.
+pub(crate) fn lease_requests(
+    senders: &[SyncSender<Request>],
+    shards: &[ShardId],
+    make: impl Fn(Vec<ShardId>, std::sync::mpsc::Sender<LeaseResult>) -> Request,
+) -> Result<Vec<FenceToken>, Error> {
+    let workers = senders.len();
+    let mut per_worker: Vec<Vec<ShardId>> = vec![Vec::new(); workers];
+    for &shard in shards {
+        per_worker[worker_of(shard, workers)].push(shard);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut asked = 0;
+    for (sender, part) in senders.iter().zip(per_worker) {
+        if part.is_empty() {
+            continue;
+        }
+        // A blocking send: a lease change must not be lost to a full queue.
+        sender
+            .send(make(part, tx.clone()))
+            .map_err(|_| Error::ShuttingDown)?;
+        asked += 1;
+    }
+    drop(tx);
+    let mut tokens = Vec::with_capacity(shards.len());
+    let mut first_error = None;
+    for _ in 0..asked {
+        match rx.recv().map_err(|_| Error::ShuttingDown)? {
+            Ok(mut t) => tokens.append(&mut t),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(tokens),
     }
 }

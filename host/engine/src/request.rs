@@ -46,6 +46,9 @@ pub(crate) enum Request {
     Acquire(LeaseRequest),
     /// Stop serving these shards and release their leases.
     Release(LeaseRequest),
+    /// The keeper found this lease lost or run out: stop serving its shard
+    /// (without releasing it) and drop its entities.
+    Lapse(FenceToken),
     /// Passivate every entity now (tests and benchmarks); replies how many.
     PassivateAll(oneshot::Sender<usize>),
     Stats(oneshot::Sender<WorkerStats>),

@@ -36,6 +36,7 @@ use stead_types::config::{Limits, ShardOptions};
 
 use crate::Error;
 use crate::entity::ActiveEntity;
+use crate::leases::{self, HeldLease, LeaseBoard};
 use crate::memory;
 use crate::request::{LeaseResult, Request, WorkerStats};
 
@@ -55,8 +56,10 @@ pub(crate) struct Worker {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: ShardOptions,
     pub(crate) limits: Limits,
-    /// The leases this worker holds: the shards it serves.
-    pub(crate) fences: HashMap<ShardId, FenceToken>,
+    /// The leases this worker holds: the shards it serves while valid.
+    pub(crate) fences: HashMap<ShardId, HeldLease>,
+    /// Every worker's leases, for the keeper that renews them.
+    board: Arc<LeaseBoard>,
     pub(crate) entities: HashMap<EntityKey, ActiveEntity>,
     pub(crate) pool: InstancePool,
     /// Requests held back by the activation budget, first in the next batch.
@@ -100,6 +103,7 @@ impl Worker {
         journal: Arc<dyn Journal>,
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
+        board: Arc<LeaseBoard>,
         options: ShardOptions,
         limits: Limits,
     ) -> Self {
@@ -110,6 +114,7 @@ impl Worker {
             options,
             limits,
             fences: HashMap::default(),
+            board,
             entities: HashMap::default(),
             pool: InstancePool::default(),
             deferred: Vec::new(),
@@ -173,7 +178,7 @@ impl Worker {
             return;
         };
         let mut budget = EXPIRED_PER_SWEEP;
-        let fences: Vec<FenceToken> = self.fences.values().copied().collect();
+        let fences: Vec<FenceToken> = self.fences.values().map(|l| l.token).collect();
         for fence in fences {
             if budget == 0 {
                 break;
@@ -222,8 +227,8 @@ impl Worker {
         while let Some(request) = requests.next() {
             match request {
                 Request::Command(cmd) => {
-                    if !self.fences.contains_key(&cmd.key.shard) {
-                        let _ = cmd.reply.send(Err(Error::NotOwner(cmd.key.shard)));
+                    if let Err(e) = self.serving(cmd.key.shard) {
+                        let _ = cmd.reply.send(Err(e));
                         continue;
                     }
                     if budget.defer(&cmd.key, &self.entities) {
@@ -243,8 +248,8 @@ impl Worker {
                     self.handle(cmd, &mut batch);
                 }
                 Request::View(view) => {
-                    if !self.fences.contains_key(&view.key.shard) {
-                        let _ = view.reply.send(Err(Error::NotOwner(view.key.shard)));
+                    if let Err(e) = self.serving(view.key.shard) {
+                        let _ = view.reply.send(Err(e));
                     } else if budget.defer(&view.key, &self.entities) {
                         self.deferred_total += 1;
                         self.deferred.push(Request::View(view));
@@ -256,6 +261,7 @@ impl Worker {
                 Request::State(req) => batch.states.push(req),
                 #[cfg(feature = "testing")]
                 Request::Seed(req) => batch.seeds.push(req),
+                Request::Lapse(token) => self.lapse(token),
                 Request::Acquire(req) => {
                     let result = self.acquire(&req.shards);
                     let _ = req.reply.send(result);
@@ -295,17 +301,54 @@ impl Worker {
         self.finish(batch);
     }
 
+    /// Whether this worker may serve `shard` now: it holds the lease and the
+    /// lease is still valid. A lease found run out is dropped here.
+    pub(crate) fn serving(&mut self, shard: ShardId) -> Result<FenceToken, Error> {
+        let lease = self.fences.get(&shard).ok_or(Error::NotOwner(shard))?;
+        if lease.is_valid(self.mono_ms()) {
+            return Ok(lease.token);
+        }
+        let token = lease.token;
+        self.lapse(token);
+        Err(Error::LeaseLapsed(shard))
+    }
+
+    /// Stops serving the shard of `token` (if still held under that
+    /// epoch) without releasing it: its lease ran out or was lost, so
+    /// another node may hold it. Its entities leave memory.
+    fn lapse(&mut self, token: FenceToken) {
+        if self.fences.get(&token.shard).map(|l| l.token) != Some(token) {
+            return;
+        }
+        self.fences.remove(&token.shard);
+        self.board.remove(token);
+        let before = self.entities.len();
+        self.entities.retain(|key, _| key.shard != token.shard);
+        self.after_passivation(before - self.entities.len());
+        tracing::warn!(
+            shard = token.shard,
+            epoch = token.epoch,
+            "stopped serving a shard whose lease ran out or was lost"
+        );
+    }
+
     /// Claims the leases of `shards` and serves them from now on.
     fn acquire(&mut self, shards: &[ShardId]) -> LeaseResult {
+        let sent = self.mono_ms();
         let tokens = self.journal.claim_shards(shards).map_err(Error::Storage)?;
+        let valid_until = leases::valid_until(sent, self.journal.lease_ttl());
         for token in &tokens {
+            let lease = HeldLease::new(*token, valid_until);
+            self.board.insert(lease.clone());
             // Entities of a shard held before are stale: another holder may
             // have written since.
-            if self.fences.insert(token.shard, *token).is_none() {
+            if self.fences.insert(token.shard, lease).is_none() {
                 self.entities.retain(|key, _| key.shard != token.shard);
             }
         }
-        tracing::info!(shards = tokens.len(), "shards acquired");
+        if !tokens.is_empty() {
+            tracing::info!(shards = tokens.len(), "shards acquired");
+        }
         Ok(tokens)
     }
 
@@ -314,9 +357,13 @@ impl Worker {
         let tokens: Vec<FenceToken> = shards
             .iter()
             .filter_map(|shard| self.fences.remove(shard))
+            .map(|lease| lease.token)
             .collect();
         if tokens.is_empty() {
             return Ok(tokens);
+        }
+        for token in &tokens {
+            self.board.remove(*token);
         }
         let released: HashSet<ShardId> = tokens.iter().map(|t| t.shard).collect();
         let before = self.entities.len();

@@ -48,6 +48,10 @@ pub(crate) async fn claim(
     let ttl_ms = i64::try_from(shared.options.lease_ttl.as_millis()).unwrap_or(i64::MAX);
     let mut client = shared.client().await?;
     let tx = client.transaction().await.map_err(err)?;
+    // Never wait long for a shard's lock: the claim is retried next interval.
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {ttl_ms}"))
+        .await
+        .map_err(err)?;
     tx.execute(
         "INSERT INTO stead_leases (shard, epoch, owner, expires_at)
          SELECT s, 0, NULL, '-infinity' FROM unnest($1::bigint[]) AS s

@@ -55,8 +55,6 @@ use stead_journal::{
 use stead_types::config::PostgresOptions;
 use tokio_postgres::error::SqlState;
 
-pub use deployments::StoredDeployment;
-
 /// Committer tasks: transactions in flight at once.
 const COMMITTERS: usize = 3;
 
@@ -104,20 +102,28 @@ impl Shared {
     /// A failure of the database, named (without its password).
     pub(crate) fn error(&self, what: &str, e: &tokio_postgres::Error) -> JournalError {
         let db = self.options.redacted_url();
-        match e.code() {
-            Some(code) if code.code().starts_with("53") => {
-                JournalError::Full(format!("PostgreSQL at {db}, {what}: {e}"))
-            }
+        // `db error` alone says nothing: the server's own message says what.
+        let detail = match e.as_db_error() {
+            Some(server) => format!("{} ({})", server.message(), server.code().code()),
+            None => e.to_string(),
+        };
+        let text = format!("PostgreSQL at {db}, {what}: {detail}");
+        match e.code().map(SqlState::code) {
+            Some(code) if code.starts_with("53") => JournalError::Full(text),
+            // Connection lost, server shutting down or starting, session
+            // ended (idle in transaction), read-only standby, lock timeout.
             Some(code)
-                if code.code().starts_with("08")
-                    || code.code().starts_with("57P")
-                    || *code == SqlState::READ_ONLY_SQL_TRANSACTION =>
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "25P03"
+                    || code == "25006"
+                    || code == "55P03" =>
             {
-                JournalError::Unavailable(format!("PostgreSQL at {db}, {what}: {e}"))
+                JournalError::Unavailable(text)
             }
-            Some(_) => JournalError::Io(format!("PostgreSQL at {db}, {what}: {e}")),
+            Some(_) => JournalError::Io(text),
             // No server answer: the connection failed or closed.
-            None => JournalError::Unavailable(format!("PostgreSQL at {db}, {what}: {e}")),
+            None => JournalError::Unavailable(text),
         }
     }
 
@@ -167,9 +173,21 @@ impl PostgresJournal {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.timeout);
         }
+        // A node frozen or cut off in the middle of a transaction holds its
+        // shards' advisory locks, and a claim would wait for them forever:
+        // the server ends such a session after half a lease ttl, so the next
+        // holder's claim goes through soon after the lease expires (and the
+        // frozen node's commit fails).
+        let idle_ms = (options.lease_ttl / 2).as_millis().max(100);
+        let session = format!("-c idle_in_transaction_session_timeout={idle_ms}");
+        let session = match config.get_options() {
+            Some(theirs) if !theirs.is_empty() => format!("{theirs} {session}"),
+            _ => session,
+        };
         config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
+            .options(&session)
             .application_name("stead");
         let manager = Manager::from_config(
             config,
@@ -222,13 +240,44 @@ impl PostgresJournal {
         })
     }
 
+    /// Records `shard_count` as the cluster's if none is yet, else checks
+    /// it is the one recorded: nodes that disagree would look for an
+    /// entity in different shards.
+    pub fn check_shard_count(&self, shard_count: u32) -> Result<(), JournalError> {
+        let wanted = i32::try_from(shard_count)
+            .map_err(|_| JournalError::Io(format!("shard count {shard_count} is too large")))?;
+        let recorded: i32 = self.run("checking the shard count", async {
+            let client = self.shared.client().await?;
+            let err = |e: tokio_postgres::Error| self.shared.error("checking the shard count", &e);
+            client
+                .execute(
+                    "INSERT INTO stead_cluster (shard_count) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&wanted],
+                )
+                .await
+                .map_err(err)?;
+            let row = client
+                .query_one("SELECT shard_count FROM stead_cluster", &[])
+                .await
+                .map_err(err)?;
+            Ok(row.get(0))
+        })?;
+        if recorded != wanted {
+            return Err(JournalError::Io(format!(
+                "the database at {} holds a cluster of {recorded} shards; this node was started with {shard_count} (the shard count is fixed when the database is first used)",
+                self.describe()
+            )));
+        }
+        Ok(())
+    }
+
     /// The database's URL without its password.
     pub fn describe(&self) -> String {
         self.shared.options.redacted_url()
     }
 
     /// Runs `work` on the journal's runtime, bounded by the timeout.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         what: &str,
         work: impl Future<Output = Result<T, JournalError>>,

@@ -5,6 +5,8 @@
 //! written to.
 //!
 //! Tables (every integer the journal keeps is a `u64` stored as `bigint`):
+//! - `stead_cluster`: the shard count, fixed by the first node: every node
+//!   of a database must agree on which shard an entity is in.
 //! - `stead_leases`: one row per shard ever claimed: its epoch, its owner
 //!   (NULL when released) and when the lease expires, on the database's clock.
 //! - `stead_events`: an entity's events by (type, id, seq-nr), the primary key
@@ -26,8 +28,14 @@ pub(crate) const VERSION: i32 = 1;
 /// second key is a shard, or [`MIGRATION_LOCK`].
 pub(crate) const LOCK_NAMESPACE: i32 = 0x7374_6561;
 pub(crate) const MIGRATION_LOCK: i32 = -1;
+/// The second key that serialises deploys (see `deployments`).
+pub(crate) const DEPLOY_LOCK: i32 = -2;
 
 const V1: &str = "
+CREATE TABLE stead_cluster (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    shard_count integer NOT NULL
+);
 CREATE TABLE stead_leases (
     shard      bigint PRIMARY KEY,
     epoch      bigint NOT NULL,

@@ -300,3 +300,16 @@ fn concurrent_appenders_share_commits() {
         "{commits} commits for 800 appends: no sharing"
     );
 }
+
+#[test]
+fn every_node_of_a_database_must_use_its_shard_count() {
+    let db = pg::database().expect("database");
+    let first = open(&db.url(), "a");
+    first
+        .check_shard_count(64)
+        .expect("the first count is recorded");
+    first.check_shard_count(64).expect("the same count is fine");
+    let other = open(&db.url(), "b");
+    let refused = other.check_shard_count(256).expect_err("another count");
+    assert!(refused.to_string().contains("64 shards"), "{refused}");
+}

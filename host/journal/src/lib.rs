@@ -30,6 +30,9 @@
 //!   same atomic step as its events (both or neither); one is found by
 //!   [`Journal::find_command_id`] until the shard's holder expires it.
 //!
+//! A shared backend also keeps the deployed components
+//! ([`DeploymentStore`]), so every node serves the same versions.
+//!
 //! The journal knows nothing of wasm, shards' workers or commands' meaning.
 
 #[cfg(any(test, feature = "conformance"))]
@@ -219,4 +222,31 @@ pub trait Journal: Send + Sync + 'static {
         before_ms: u64,
         limit: usize,
     ) -> Result<usize, AppendError>;
+}
+
+/// A component as a shared deployment store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeployment {
+    /// Increases with every deploy, in commit order: a node loads those past
+    /// the last it saw.
+    pub seq: u64,
+    pub type_name: String,
+    /// Hex SHA-256 of `component`, checked when loaded.
+    pub sha256: String,
+    pub component: Vec<u8>,
+}
+
+/// Deployed components kept beside a shared journal, so that every node of
+/// a cluster serves the same versions. (An embedded journal has none: its
+/// node keeps its components in its data directory.)
+pub trait DeploymentStore: Send + Sync + 'static {
+    /// Stores a deploy; returns its sequence number.
+    fn publish(&self, type_name: &str, sha256: &str, component: &[u8])
+    -> Result<u64, JournalError>;
+
+    /// The latest deployment of every type.
+    fn latest(&self) -> Result<Vec<StoredDeployment>, JournalError>;
+
+    /// Deployments with `seq > after`, in order.
+    fn since(&self, after: u64) -> Result<Vec<StoredDeployment>, JournalError>;
 }

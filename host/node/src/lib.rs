@@ -25,16 +25,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use stead_engine::{EngineParts, Shards, WorkerStats};
-use stead_journal::{EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent};
+use stead_journal::{
+    DeploymentStore, EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent,
+};
 use stead_journal_postgres::PostgresJournal;
 use stead_journal_sled::SledJournal;
 use stead_runtime::{Registry, Runtime, RuntimeError};
 use stead_types::shard::shard_of;
 
-pub use stead_engine::CommandReply;
 /// Every failure a caller of [`Node`] must tell apart: the engine's one
 /// error type, mapped to statuses once at the API edge.
 pub use stead_engine::Error as NodeError;
+mod deployments;
+
+use deployments::{Poller, SharedDeployments};
+
+pub use stead_engine::{CommandReply, LeaseStatus};
 pub use stead_types::config::{JournalConfig, NodeConfig};
 pub use stead_types::{Clock, SettableClock, SystemClock};
 
@@ -113,6 +119,9 @@ pub struct Node {
     config: NodeConfig,
     journal: Arc<dyn Journal>,
     registry: Arc<Registry>,
+    /// With a shared journal: its deployment store and the poller that
+    /// loads deploys made on other nodes.
+    shared_deployments: Option<(Arc<SharedDeployments>, Poller)>,
     shards: Option<Shards>,
     /// Prefix of generated command ids, unique per start.
     id_prefix: String,
@@ -145,6 +154,7 @@ impl Node {
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
         check_node_meta(dir, config.shard_count)?;
+        let mut store: Option<Arc<dyn DeploymentStore>> = None;
         let journal: Arc<dyn Journal> = match (journal, &config.journal) {
             (Some(journal), _) => journal,
             (None, JournalConfig::Sled(options)) => Arc::new(
@@ -152,10 +162,17 @@ impl Node {
                     .map_err(NodeError::Storage)?,
             ),
             (None, JournalConfig::Memory) => Arc::new(MemoryJournal::new()),
-            (None, JournalConfig::Postgres(options)) => Arc::new(
-                PostgresJournal::open(options.clone())
-                    .map_err(|e| NodeError::Storage(e.into()))?,
-            ),
+            (None, JournalConfig::Postgres(options)) => {
+                let journal = Arc::new(
+                    PostgresJournal::open(options.clone())
+                        .map_err(|e| NodeError::Storage(e.into()))?,
+                );
+                journal
+                    .check_shard_count(config.shard_count)
+                    .map_err(|e| NodeError::Config(e.to_string()))?;
+                store = Some(journal.clone());
+                journal
+            }
         };
         let runtime = Runtime::new(config.engine.clone())
             .map_err(|e: RuntimeError| NodeError::Config(e.to_string()))?;
@@ -165,12 +182,27 @@ impl Node {
             .clone()
             .unwrap_or_else(|| components.clone());
         let registry = Arc::new(Registry::open(runtime, &components, &cache)?);
+        // With a shared store, the cluster's deploys win over the local cache.
+        let shared = match store {
+            Some(store) => {
+                let shared = Arc::new(SharedDeployments::new(store, registry.clone()));
+                shared.load_latest()?;
+                let poller = Poller::start(shared.clone())
+                    .map_err(|e| NodeError::Config(format!("starting the deploy poller: {e}")))?;
+                Some((shared, poller))
+            }
+            None => None,
+        };
         let shards = Shards::start(EngineParts {
             journal: journal.clone(),
             registry: registry.clone(),
             clock,
             options: config.shards.clone(),
             limits: config.limits.clone(),
+            lease_renew_interval: match &config.journal {
+                JournalConfig::Postgres(options) => options.renew_interval,
+                _ => stead_types::config::DEFAULT_LEASE_RENEW_INTERVAL,
+            },
         })
         .map_err(|e| NodeError::Config(format!("starting shard workers: {e}")))?;
         let all: Vec<ShardId> = (0..config.shard_count).collect();
@@ -183,6 +215,7 @@ impl Node {
             config,
             journal,
             registry,
+            shared_deployments: shared,
             shards: Some(shards),
             id_prefix: format!("{boot:x}"),
             next_id: AtomicU64::new(0),
@@ -191,6 +224,29 @@ impl Node {
 
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// Which journal the node uses, for people (no password).
+    pub fn journal_description(&self) -> String {
+        match &self.config.journal {
+            JournalConfig::Sled(_) => format!(
+                "sled (embedded) at {}",
+                self.config.data_dir.join("journal").display()
+            ),
+            JournalConfig::Memory => "memory (lost at exit)".to_owned(),
+            JournalConfig::Postgres(options) => {
+                format!("postgres at {}", options.redacted_url())
+            }
+        }
+    }
+
+    /// How many shards the node wants and how many it serves now (holds a
+    /// valid lease of). Fewer served than wanted: another node still holds
+    /// some, or the journal could not be reached to renew them.
+    pub fn lease_status(&self) -> LeaseStatus {
+        self.shards
+            .as_ref()
+            .map_or(LeaseStatus { wanted: 0, held: 0 }, Shards::lease_status)
     }
 
     /// Sets the observer told about every durable journal commit (metrics).
@@ -235,8 +291,18 @@ impl Node {
     /// Validates, compiles, describes and persists a component, then makes it
     /// live for its entity type. Blocks while compiling; call it from a
     /// blocking context (`spawn_blocking`) in async code.
+    /// With a shared journal the deploy is stored in it first, and every
+    /// node serving it loads the deploy within about a second.
     pub fn deploy(&self, bytes: &[u8]) -> Result<TypeInfo, NodeError> {
-        let deployment = self.registry.deploy(bytes)?;
+        let deployment = match &self.shared_deployments {
+            None => self.registry.deploy(bytes)?,
+            Some((shared, _)) => {
+                let deployment = self.registry.prepare(bytes)?;
+                shared.publish(&deployment, bytes)?;
+                self.registry.install(&deployment, bytes)?;
+                deployment
+            }
+        };
         tracing::info!(entity_type = %deployment.info.name, version = %deployment.info.version, hash = %deployment.hash, batched_replay = deployment.has_replay(), "deployed");
         Ok(type_info(&deployment))
     }
@@ -474,9 +540,15 @@ impl Node {
         Ok(total)
     }
 
-    /// Stops the workers after the queued requests, then closes the journal.
+    /// Stops the workers after the queued requests, releasing every shard
+    /// lease (so another node may take the shards at once, not after their
+    /// ttl), then closes the journal.
     pub fn shutdown(mut self) {
         if let Some(shards) = self.shards.take() {
+            let all: Vec<ShardId> = (0..self.config.shard_count).collect();
+            if let Err(e) = shards.release(&all) {
+                tracing::warn!(error = %e, "releasing the shards at shutdown failed; they are free once their leases expire");
+            }
             shards.shutdown();
         }
         tracing::info!("node stopped");

@@ -59,7 +59,7 @@ pub enum DeploymentError {
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
-pub(crate) fn component_hash(bytes: &[u8]) -> String {
+pub fn component_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

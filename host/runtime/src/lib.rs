@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use deployment::{Deployment, DeploymentError};
+pub use deployment::{Deployment, DeploymentError, component_hash};
 pub use instance::{
     CommandCall, CommandOutcome, Decision, GuestFault, GuestInstance, NativeEntity, Rejection,
 };

@@ -118,8 +118,25 @@ impl Registry {
     /// Validates, compiles and persists a component, then makes it the live
     /// deployment of the entity type it describes. Blocks (compilation).
     pub fn deploy(&self, bytes: &[u8]) -> Result<Arc<Deployment>, RegistryError> {
+        let deployment = self.prepare(bytes)?;
+        self.install(&deployment, bytes)?;
+        Ok(deployment)
+    }
+
+    /// Validates, compiles and describes a component without making it
+    /// live (a deploy checked before it is shared). Blocks (compilation).
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Arc<Deployment>, RegistryError> {
+        Ok(Arc::new(Deployment::load(
+            &self.runtime,
+            bytes,
+            &self.cache_dir,
+        )?))
+    }
+
+    /// Persists a prepared deployment (`bytes` are its component's) and
+    /// makes it the live one of its type.
+    pub fn install(&self, deployment: &Arc<Deployment>, bytes: &[u8]) -> Result<(), RegistryError> {
         let _guard = self.deploy_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let deployment = Arc::new(Deployment::load(&self.runtime, bytes, &self.cache_dir)?);
         let hash = component_hash(bytes);
         let wasm_path = self.dir.join(format!("{hash}.wasm"));
         write_durably(&wasm_path, bytes)?;
@@ -137,7 +154,7 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(deployment.info.name.clone(), deployment.clone());
-        Ok(deployment)
+        Ok(())
     }
 }
 

@@ -30,7 +30,9 @@ impl Outcome {
     /// Refusals that say nothing was done and a retry may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Outcome::Refused { code, .. } => code == "overloaded" || code == "unavailable",
+            Outcome::Refused { code, .. } => {
+                code == "overloaded" || code == "unavailable" || code == "journal_unavailable"
+            }
             Outcome::Unreachable(_) => true,
             Outcome::Acked { .. } => false,
         }

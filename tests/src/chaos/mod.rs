@@ -75,6 +75,10 @@ pub struct ChaosConfig {
     pub fault: Fault,
     /// Seeds every random choice of the run (commands, kill moments).
     pub seed: u64,
+    /// A PostgreSQL journal (`postgres://...`) instead of the embedded one;
+    /// the node restarts under the same node id, so it takes its shards
+    /// back at once.
+    pub journal: Option<String>,
 }
 
 impl ChaosConfig {
@@ -90,6 +94,7 @@ impl ChaosConfig {
             kill_window: (Duration::from_millis(200), Duration::from_millis(2000)),
             fault,
             seed: 1,
+            journal: None,
         }
     }
 }
@@ -315,7 +320,12 @@ impl Storage {
                 mount_point.join("data")
             }
         };
-        NodeProcess::start(&config.stead, &data_dir)
+        let mut args = Vec::new();
+        if let Some(journal) = &config.journal {
+            args.extend(["--journal".to_owned(), journal.clone()]);
+            args.extend(["--node-id".to_owned(), "chaos-node".to_owned()]);
+        }
+        NodeProcess::start_with(&config.stead, &data_dir, &args)
     }
 
     /// Drops every unsynced write (power loss only); the bytes lost.
@@ -347,6 +357,11 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `stead up` on `data_dir` and waits for its ready line.
     pub fn start(stead: &Path, data_dir: &Path) -> Result<Self, String> {
+        Self::start_with(stead, data_dir, &[])
+    }
+
+    /// [`NodeProcess::start`] with more `stead up` flags.
+    pub fn start_with(stead: &Path, data_dir: &Path, args: &[String]) -> Result<Self, String> {
         let mut child = Command::new(stead)
             .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(["--shards", "16", "--workers", "2"])
@@ -355,6 +370,7 @@ impl NodeProcess {
             .args(["--dedup-window", "2"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env("STEAD_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -403,6 +419,11 @@ impl NodeProcess {
             }
         }
         Ok(())
+    }
+
+    /// The process id (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, then reap.

@@ -230,11 +230,12 @@ pub(crate) async fn client(cli: Cli) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"version": info.version, "data_dir": info.data_dir, "shard_count": info.shard_count, "workers": info.workers, "shards_held": info.shards_held, "active_entities": info.active_entities, "uptime_ms": info.uptime_ms})
+                    serde_json::json!({"version": info.version, "data_dir": info.data_dir, "shard_count": info.shard_count, "workers": info.workers, "shards_held": info.shards_held, "journal": info.journal, "active_entities": info.active_entities, "uptime_ms": info.uptime_ms})
                 );
             } else {
                 println!("stead {} at {addr}", info.version);
                 println!("  data dir:        {}", info.data_dir);
+                println!("  journal:         {}", info.journal);
                 println!("  shards/workers:  {}/{}", info.shard_count, info.workers);
                 println!("  shards held:     {}", info.shards_held);
                 println!("  active entities: {}", info.active_entities);

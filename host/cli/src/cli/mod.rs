@@ -62,7 +62,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run a node on embedded defaults (Ctrl-C or SIGTERM stops it cleanly).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Deploy a component (.wasm) to the node.
     Deploy {
         /// The component file, e.g. target/guests/account.wasm.
@@ -147,7 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         return build::build_command(path.clone(), out.clone(), target_dir.clone(), cli.json);
     }
     if let Command::Up(args) = cli.command {
-        return up::up(args, cli.token_file);
+        return up::up(*args, cli.token_file);
     }
     if let Command::Bench(args) = cli.command {
         return bench::bench(args, &cli.addr, cli.json);

@@ -80,6 +80,48 @@ pub(crate) fn horizon(text: &str) -> Result<std::time::Duration, String> {
     Ok(duration)
 }
 
+/// The longest lease ttl or renewal interval accepted.
+pub(crate) const MAX_LEASE_TIME: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Parses a lease time as `<number>ms` or `<number>s` (a bare number is
+/// milliseconds), from 10 ms to [`MAX_LEASE_TIME`].
+pub(crate) fn lease_time(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "ms"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|e| format!("`{text}` is not a duration: {e}"))?;
+    let duration = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: give milliseconds, or a number with ms or s (e.g. 2s, 500ms)"
+            ));
+        }
+    };
+    if duration < std::time::Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    if duration > MAX_LEASE_TIME {
+        return Err(format!("must be at most {}s", MAX_LEASE_TIME.as_secs()));
+    }
+    Ok(duration)
+}
+
+/// A journal: `sled` (the embedded default) or a PostgreSQL URL.
+pub(crate) fn journal(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "sled" || text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(text.to_owned())
+    } else {
+        Err("give `sled` or a PostgreSQL URL, postgres://user[:password]@host:port/database".into())
+    }
+}
+
 /// A count of at least 1.
 pub(crate) fn nonzero_usize(text: &str) -> Result<NonZeroUsize, String> {
     at_least_one::<usize>(text).map(nz_usize)

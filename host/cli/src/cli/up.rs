@@ -16,12 +16,12 @@ use clap::ValueEnum;
 use stead_api::auth::{AdminAuth, TOKEN_ENV, check_exposure, read_token};
 use stead_api::tls::TlsConfig;
 use stead_node::Node;
-use stead_types::config::{self as defaults, NodeConfig};
+use stead_types::config::{self as defaults, JournalConfig, NodeConfig, PostgresOptions};
 
 use super::parse::{
     MAX_CALL_DEADLINE_MS, MAX_IDLE_TIMEOUT_SECS, MAX_MEMORY_LIMIT_MIB, MAX_REQUEST_TIMEOUT_MS,
-    horizon, nonzero_u32, nonzero_up_to_u64, nonzero_up_to_usize, nonzero_usize, nz_u32, nz_u64,
-    nz_usize,
+    horizon, journal, lease_time, nonzero_u32, nonzero_up_to_u64, nonzero_up_to_usize,
+    nonzero_usize, nz_u32, nz_u64, nz_usize,
 };
 
 #[derive(clap::Args)]
@@ -35,6 +35,26 @@ pub(crate) struct UpArgs {
     /// HTTP listen address.
     #[arg(long, env = "STEAD_HTTP", default_value = "127.0.0.1:7480")]
     http: SocketAddr,
+    /// The journal: `sled`, embedded in the data directory (the default), or
+    /// a PostgreSQL database shared by the nodes of a cluster,
+    /// `postgres://user[:password]@host:port/database` (tables created at
+    /// first start).
+    #[arg(long, env = "STEAD_JOURNAL", default_value = "sled", value_parser = journal, hide_env_values = true)]
+    journal: String,
+    /// This node's name in a shared journal's shard leases. A node that
+    /// restarts under the same id takes its shards back at once; under
+    /// another it waits for their leases to expire. Default: the host name
+    /// and a random suffix, new at each start.
+    #[arg(long, env = "STEAD_NODE_ID")]
+    node_id: Option<String>,
+    /// How long a shard lease in a shared journal lasts without renewal
+    /// (on the database's clock): a dead node's shards move after it.
+    /// Milliseconds, or a number with ms or s.
+    #[arg(long, env = "STEAD_LEASE_TTL", default_value = "2s", value_parser = lease_time)]
+    lease_ttl: std::time::Duration,
+    /// How often a node renews its shard leases; under half the ttl.
+    #[arg(long, env = "STEAD_LEASE_RENEW_INTERVAL", default_value = "500ms", value_parser = lease_time)]
+    lease_renew_interval: std::time::Duration,
     /// Shard count; fixed when the data directory is created.
     #[arg(long, env = "STEAD_SHARDS", default_value_t = nz_u32(defaults::DEFAULT_SHARD_COUNT), value_parser = nonzero_u32)]
     shards: NonZeroU32,
@@ -156,6 +176,13 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
+    if args.lease_renew_interval * 2 > args.lease_ttl {
+        bail!(
+            "--lease-renew-interval ({:?}) must be at most half of --lease-ttl ({:?}), so one late renewal does not lose the shards",
+            args.lease_renew_interval,
+            args.lease_ttl
+        );
+    }
     init_logging(args.log_format);
     let config = node_config(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -179,7 +206,7 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
             "stead ready: grpc={grpc_addr} http={http_addr}{tls_note} data={}",
             args.data_dir.display()
         );
-        tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), admin_token = state.auth.is_required(), "serving");
+        tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), admin_token = state.auth.is_required(), journal = %node.journal_description(), "serving");
         stead_api::serve(state, listeners, tls.as_ref(), shutdown_signal()).await?;
         tracing::info!("shutting down");
         match Arc::try_unwrap(node) {
@@ -213,7 +240,27 @@ fn node_config(args: &UpArgs) -> NodeConfig {
     config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.get());
     config.shards.dedup_horizon = args.dedup_horizon;
     config.shards.dedup_window = args.dedup_window.get();
+    if args.journal != "sled" {
+        let node_id = args.node_id.clone().unwrap_or_else(default_node_id);
+        let mut options = PostgresOptions::new(&args.journal, node_id);
+        options.lease_ttl = args.lease_ttl;
+        options.renew_interval = args.lease_renew_interval;
+        config.journal = JournalConfig::Postgres(options);
+    }
     config
+}
+
+/// The host name and a random suffix (new at each start).
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}-{:x}{nanos:08x}", std::process::id())
 }
 
 async fn shutdown_signal() {
@@ -268,5 +315,15 @@ mod tests {
             format!("{:?}", from_flags.limits),
             format!("{:?}", library.limits)
         );
+        assert!(matches!(from_flags.journal, JournalConfig::Sled(_)));
+        let pg = Up::try_parse_from(["up", "--journal", "postgres://u@h/d"]).expect("parse");
+        let JournalConfig::Postgres(options) = node_config(&pg.args).journal else {
+            panic!("a postgres URL chooses the PostgreSQL journal");
+        };
+        let library = PostgresOptions::new("postgres://u@h/d", "x");
+        assert_eq!(options.lease_ttl, library.lease_ttl);
+        assert_eq!(options.renew_interval, library.renew_interval);
+        assert!(Up::try_parse_from(["up", "--journal", "mysql://h/d"]).is_err());
+        assert!(Up::try_parse_from(["up", "--lease-ttl", "5ms"]).is_err());
     }
 }

@@ -4,11 +4,14 @@
 //! Invariants: a reply leaves only after its entity's append returned `Ok`
 //! (or with that append's error); an entity whose append failed leaves
 //! memory, so its next request recovers it from the journal; views and
-//! state reads are answered after the append, never from undurable state.
+//! state reads are answered after the append, never from undurable state;
+//! a reply not backed by a successful append of its entity (a view, a
+//! command that persisted nothing) leaves only while the shard's lease is
+//! still valid.
 
 use std::sync::Arc;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::oneshot;
 use tracing::Span;
 
@@ -90,7 +93,9 @@ impl Worker {
         for view in batch.views {
             let span = view.span.clone();
             let _enter = span.enter();
-            let result = self.view(&view.key);
+            let result = self
+                .serving(view.key.shard)
+                .and_then(|_| self.view(&view.key));
             let _ = view.reply.send(result);
         }
     }
@@ -99,11 +104,14 @@ impl Worker {
     /// replies to the pending commands.
     fn commit(&mut self, pending: Vec<Pending>, staged: HashMap<EntityKey, Staged>) {
         let mut failed: HashMap<EntityKey, Error> = HashMap::new();
+        // Entities whose append succeeded: the journal's fence proved the
+        // lease theirs at commit, so their replies need no other check.
+        let mut appended: HashSet<EntityKey> = HashSet::new();
         if !staged.is_empty() {
             let mut appends = Vec::with_capacity(staged.len());
             let mut deployments = Vec::with_capacity(staged.len());
             for (key, s) in staged {
-                let Some(fence) = self.fences.get(&key.shard).copied() else {
+                let Some(fence) = self.fences.get(&key.shard).map(|l| l.token) else {
                     failed.insert(key.clone(), Error::NotOwner(key.shard));
                     continue;
                 };
@@ -119,7 +127,10 @@ impl Worker {
             let results = self.journal.append(appends);
             for ((key, deployment), result) in deployments.into_iter().zip(results) {
                 match result {
-                    Ok(()) => self.after_durable(&key, &deployment),
+                    Ok(()) => {
+                        self.after_durable(&key, &deployment);
+                        appended.insert(key);
+                    }
                     Err(e) => {
                         tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
                         failed.insert(key, Error::from(e));
@@ -132,7 +143,14 @@ impl Worker {
         }
         for p in pending {
             let _enter = p.span.enter();
-            let result = match failed.get(&p.key) {
+            // A reply that persisted nothing is a read of memory: only
+            // while the lease is still valid.
+            let unfenced = if appended.contains(&p.key) {
+                None
+            } else {
+                self.serving(p.key.shard).err()
+            };
+            let result = match failed.get(&p.key).or(unfenced.as_ref()) {
                 Some(error) => Err(error.clone()),
                 None => Ok(CommandReply {
                     reply: p.reply,
@@ -174,10 +192,7 @@ impl Worker {
     #[cfg(feature = "testing")]
     fn seed(&mut self, key: &EntityKey, events: Vec<Vec<u8>>) -> Result<u64, Error> {
         self.entities.remove(key);
-        let fence = *self
-            .fences
-            .get(&key.shard)
-            .ok_or(Error::NotOwner(key.shard))?;
+        let fence = self.serving(key.shard)?;
         let last = self.journal.last_seq_nr(key).map_err(Error::Storage)?;
         let n = events.len() as u64;
         if n == 0 {
