@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stead_node::{JournalConfig, Node, NodeError, SettableClock};
 use stead_postgres_testing as pg;
 use stead_tests::chaos::NodeProcess;
 use stead_tests::chaos::client::{Client, Outcome, Reader};
-use stead_tests::{guests_dir, stead_binary};
+use stead_tests::{guest, guests_dir, stead_binary, test_config};
+use stead_types::config::PostgresOptions;
 
 fn start(data: &std::path::Path, url: &str, node_id: &str) -> NodeProcess {
     let args: Vec<String> = ["--journal", url, "--node-id", node_id]
@@ -324,4 +326,50 @@ fn a_deploy_on_one_node_is_served_by_the_other_within_about_a_second() {
             .is_some_and(|v| v.to_string().contains("account")),
         "a node started later serves the stored deploys"
     );
+}
+
+#[test]
+fn a_lease_that_ran_out_is_not_served_from_memory_and_is_claimed_back_when_renewable() {
+    let db = pg::database().expect("database");
+    let dir = tempfile::tempdir().expect("dir");
+    let clock = Arc::new(SettableClock::new());
+    let mut config = test_config(dir.path());
+    config.journal = JournalConfig::Postgres(PostgresOptions::new(db.url(), "node"));
+    let node = Node::builder(config)
+        .clock(clock.clone())
+        .open()
+        .expect("open");
+    node.deploy(&guest("account")).expect("deploy");
+    let send = |cmd: &str| node.send_blocking("account", "acc", cmd.as_bytes().to_vec(), None);
+    send(r#"{"open":{"owner":"ada"}}"#).expect("open");
+    send(r#"{"deposit":{"amount":5}}"#).expect("deposit");
+    let shard = node.shard_of("account", "acc");
+    let epoch = |sql: &mut postgres::Client| -> i64 {
+        sql.query_one(
+            "SELECT epoch FROM stead_leases WHERE shard = $1",
+            &[&i64::from(shard)],
+        )
+        .expect("lease row")
+        .get(0)
+    };
+    let mut sql = db.client().expect("client");
+    let before = epoch(&mut sql);
+
+    // As if the process had been paused past its lease: nothing is served
+    // from memory, not even a read.
+    clock.advance_mono_ms(10_000);
+    assert_eq!(
+        node.view_blocking("account", "acc"),
+        Err(NodeError::LeaseLapsed(shard))
+    );
+    // The journal is reachable: the keeper claims the shard back (a new
+    // epoch) and the entity is recovered from the journal.
+    wait_until("the shard is served again", Duration::from_secs(5), || {
+        node.view_blocking("account", "acc").is_ok()
+    });
+    let view: Value =
+        serde_json::from_slice(&node.view_blocking("account", "acc").expect("view")).expect("json");
+    assert_eq!(view["balance"], json!(5));
+    assert!(epoch(&mut sql) > before, "claimed back under a new epoch");
+    node.shutdown();
 }

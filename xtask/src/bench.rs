@@ -2,8 +2,10 @@
 //!
 //! Builds release binaries, starts a fresh `stead up` on a temporary data
 //! directory, deploys `account`, runs `stead bench http|grpc|hot` against it,
-//! stops it, runs `stead bench engine|memory|recovery` in process, then prints
-//! a table and writes `target/bench/report.json`. wrk is installed from
+//! stops it; does the same on a PostgreSQL journal (a server started on this
+//! machine) and runs `stead bench takeover` there; runs `stead bench
+//! engine|memory|recovery` in process, then prints a table and writes
+//! `target/bench/report.json`. wrk and PostgreSQL are installed from
 //! Debian's packages when missing.
 
 use std::io::{BufRead, BufReader};
@@ -22,6 +24,7 @@ struct Sizes {
     memory_entities: usize,
     recovery_events: usize,
     recovery_entities: usize,
+    takeover_rounds: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -32,6 +35,7 @@ const FULL: Sizes = Sizes {
     memory_entities: 1_000_000,
     recovery_events: 10_000,
     recovery_entities: 100_000,
+    takeover_rounds: 5,
 };
 
 const QUICK: Sizes = Sizes {
@@ -42,6 +46,7 @@ const QUICK: Sizes = Sizes {
     memory_entities: 100_000,
     recovery_events: 10_000,
     recovery_entities: 10_000,
+    takeover_rounds: 2,
 };
 
 fn ensure_wrk() -> Result<()> {
@@ -149,88 +154,59 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     };
 
     crate::step("network scenarios against `stead up` (release)");
-    let mut child = Command::new(&stead)
-        .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("STEAD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting stead up")?;
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?)
-        .read_line(&mut ready)
-        .context("ready line")?;
-    let field = |k: &str| {
-        ready
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .map(str::to_owned)
-    };
-    let (Some(grpc), Some(http)) = (field("grpc="), field("http=")) else {
-        let _ = child.kill();
-        bail!("stead up said {ready:?}");
-    };
-    let addr = format!("http://{grpc}");
-    let deployed = Command::new(&stead)
-        .args(["--addr", &addr, "deploy"])
-        .arg(&account)
-        .status()?;
-    ensure!(deployed.success(), "deploy failed");
     let mut figures = Vec::new();
-    let network = (|| -> Result<()> {
-        figures.extend(run_bench(
-            &stead,
-            &[
-                vec![
-                    "--addr".into(),
-                    addr.clone(),
-                    "bench".into(),
-                    "http".into(),
-                    "--http".into(),
-                    http.clone(),
-                    "--entities".into(),
-                    s(&sizes.http_entities),
-                ],
-                common(&[]),
-            ]
-            .concat(),
-        )?);
-        figures.extend(run_bench(
-            &stead,
-            &[
-                vec![
-                    "--addr".into(),
-                    addr.clone(),
-                    "bench".into(),
-                    "grpc".into(),
-                    "--entities".into(),
-                    s(&sizes.http_entities),
-                ],
-                common(&[]),
-            ]
-            .concat(),
-        )?);
-        let hot_duration = (sizes.duration / 2).max(2);
-        let mut hot = vec![
-            "--addr".to_owned(),
-            addr.clone(),
-            "bench".into(),
-            "hot".into(),
-        ];
-        hot.extend(common(&[]));
-        if let Some(i) = hot.iter().position(|a| a == "--duration") {
-            hot[i + 1] = s(&hot_duration);
-        }
-        figures.extend(run_bench(&stead, &hot)?);
-        Ok(())
-    })();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    network_scenarios(
+        &stead,
+        &account,
+        &data,
+        &[],
+        None,
+        &sizes,
+        &common,
+        &mut figures,
+    )?;
     let _ = std::fs::remove_dir_all(&data);
-    network?;
+
+    crate::step("network scenarios on the PostgreSQL journal (a server on this machine)");
+    let postgres = crate::postgres::start()?;
+    let db = postgres.database()?;
+    let url = db.url();
+    let pg_data = tempfile_dir(&work)?;
+    network_scenarios(
+        &stead,
+        &account,
+        &pg_data,
+        &[
+            "--journal".into(),
+            url.clone(),
+            "--node-id".into(),
+            "bench".into(),
+        ],
+        Some(&url),
+        &sizes,
+        &common,
+        &mut figures,
+    )?;
+    let _ = std::fs::remove_dir_all(&pg_data);
+    let takeover_db = postgres.database()?;
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "takeover".into(),
+                "--postgres".into(),
+                takeover_db.url(),
+                "--component".into(),
+                account.display().to_string(),
+                "--rounds".into(),
+                s(&sizes.takeover_rounds),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
+    drop((db, takeover_db, postgres));
 
     crate::step("in-process scenarios");
     let component = account.display().to_string();
@@ -330,4 +306,109 @@ fn tempfile_dir(parent: &Path) -> Result<std::path::PathBuf> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).context("bench data directory")?;
     Ok(dir)
+}
+
+/// Starts `stead up` (with `extra` flags) on `data`, deploys `account`, runs
+/// the network scenarios against it, and stops it. With `postgres`, the
+/// figures are the shared journal's.
+#[allow(clippy::too_many_arguments)]
+fn network_scenarios(
+    stead: &Path,
+    account: &Path,
+    data: &Path,
+    extra: &[String],
+    postgres: Option<&str>,
+    sizes: &Sizes,
+    common: &dyn Fn(&[String]) -> Vec<String>,
+    figures: &mut Vec<Value>,
+) -> Result<()> {
+    let s = |v: &dyn ToString| v.to_string();
+    let mut child = Command::new(stead)
+        .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .env("STEAD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting stead up")?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?)
+        .read_line(&mut ready)
+        .context("ready line")?;
+    let field = |k: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_owned)
+    };
+    let (Some(grpc), Some(http)) = (field("grpc="), field("http=")) else {
+        let _ = child.kill();
+        bail!("stead up said {ready:?}");
+    };
+    let addr = format!("http://{grpc}");
+    let pg: Vec<String> = postgres
+        .map(|url| vec!["--postgres".to_owned(), url.to_owned()])
+        .unwrap_or_default();
+    let network = (|| -> Result<()> {
+        let deployed = Command::new(stead)
+            .args(["--addr", &addr, "deploy"])
+            .arg(account)
+            .status()?;
+        ensure!(deployed.success(), "deploy failed");
+        figures.extend(run_bench(
+            stead,
+            &[
+                vec![
+                    "--addr".into(),
+                    addr.clone(),
+                    "bench".into(),
+                    "http".into(),
+                    "--http".into(),
+                    http.clone(),
+                    "--entities".into(),
+                    s(&sizes.http_entities),
+                ],
+                pg.clone(),
+                common(&[]),
+            ]
+            .concat(),
+        )?);
+        if postgres.is_none() {
+            figures.extend(run_bench(
+                stead,
+                &[
+                    vec![
+                        "--addr".into(),
+                        addr.clone(),
+                        "bench".into(),
+                        "grpc".into(),
+                        "--entities".into(),
+                        s(&sizes.http_entities),
+                    ],
+                    common(&[]),
+                ]
+                .concat(),
+            )?);
+        }
+        let hot_duration = (sizes.duration / 2).max(2);
+        let mut hot = vec![
+            "--addr".to_owned(),
+            addr.clone(),
+            "bench".into(),
+            "hot".into(),
+        ];
+        hot.extend(pg.clone());
+        hot.extend(common(&[]));
+        if let Some(i) = hot.iter().position(|a| a == "--duration") {
+            hot[i + 1] = s(&hot_duration);
+        }
+        figures.extend(run_bench(stead, &hot)?);
+        Ok(())
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    network
 }

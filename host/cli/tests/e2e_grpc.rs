@@ -219,6 +219,11 @@ async fn every_grpc_method_and_error_code() {
         .into_inner();
     assert_eq!((info.shard_count, info.workers), (16, 2));
     assert_eq!(info.shards_held, 16, "a single node holds every shard");
+    assert!(
+        info.journal.starts_with("sled (embedded) at ") && info.journal.ends_with("journal"),
+        "{}",
+        info.journal
+    );
     assert!(info.active_entities >= 1);
 }
 

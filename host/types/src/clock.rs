@@ -55,6 +55,8 @@ pub struct SettableClock {
     system: SystemClock,
     /// Non-zero: the fixed wall time.
     wall_ms: AtomicU64,
+    /// Added to the system's monotonic time: a pause or a jump forward.
+    mono_offset_ms: AtomicU64,
 }
 
 impl SettableClock {
@@ -65,6 +67,12 @@ impl SettableClock {
     /// Fixes the wall time at `now_ms`, or follows the system's with `None`.
     pub fn set_wall_ms(&self, now_ms: Option<u64>) {
         self.wall_ms.store(now_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Moves the monotonic time forward by `ms`, as if the process had been
+    /// paused that long (it never moves back).
+    pub fn advance_mono_ms(&self, ms: u64) {
+        self.mono_offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 
@@ -77,7 +85,9 @@ impl Clock for SettableClock {
     }
 
     fn mono_ms(&self) -> u64 {
-        self.system.mono_ms()
+        self.system
+            .mono_ms()
+            .saturating_add(self.mono_offset_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -94,5 +104,7 @@ mod tests {
         assert!(clock.wall_ms() > 1_600_000_000_000);
         let a = clock.mono_ms();
         assert!(clock.mono_ms() >= a);
+        clock.advance_mono_ms(5_000);
+        assert!(clock.mono_ms() >= a + 5_000);
     }
 }

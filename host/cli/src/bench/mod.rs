@@ -11,6 +11,7 @@
 
 pub mod inprocess;
 pub mod network;
+pub mod takeover;
 
 use std::time::Duration;
 
@@ -117,6 +118,7 @@ pub struct Latencies {
     pub p50: Duration,
     pub p99: Duration,
     pub p999: Duration,
+    pub max: Duration,
     pub count: usize,
 }
 
@@ -131,6 +133,7 @@ impl Latencies {
             p50: at(0.50),
             p99: at(0.99),
             p999: at(0.999),
+            max: samples[samples.len() - 1],
             count: samples.len(),
         }
     }

@@ -27,6 +27,11 @@ pub(crate) struct BenchArgs {
     /// Directory on the disk to measure (flush yardstick, in-process nodes).
     #[arg(long, global = true, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
+    /// The node under test runs on this PostgreSQL journal: figures are
+    /// named `http-postgres`/`hot-postgres`, against its targets, and the
+    /// hot entity is compared with one commit to this database.
+    #[arg(long, global = true, value_name = "URL", hide_env_values = true)]
+    postgres: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -50,8 +55,20 @@ enum BenchScenario {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
-    /// One entity, one connection, sequential; beside one durable flush.
+    /// One entity, one connection, sequential; beside one durable flush
+    /// (or one PostgreSQL commit, with --postgres).
     Hot,
+    /// Two nodes on the --postgres journal: the holder SIGKILLed, the time
+    /// to the first command persisted by the other.
+    Takeover {
+        #[arg(long)]
+        component: PathBuf,
+        /// Lease ttl of both nodes, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        ttl_ms: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// In process: commands/s through shards, wasm and journal.
     Engine {
         #[arg(long)]
@@ -111,6 +128,7 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             &workload(entities),
             connections,
             duration,
+            args.postgres.as_deref(),
         ))?,
         BenchScenario::Grpc {
             entities,
@@ -123,8 +141,29 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             concurrency,
             duration,
         ))?,
-        BenchScenario::Hot => {
-            runtime()?.block_on(network::hot(addr, &workload(1), duration, &args.work_dir))?
+        BenchScenario::Hot => runtime()?.block_on(network::hot(
+            addr,
+            &workload(1),
+            duration,
+            &args.work_dir,
+            args.postgres.as_deref(),
+        ))?,
+        BenchScenario::Takeover {
+            component,
+            ttl_ms,
+            rounds,
+        } => {
+            let url = args
+                .postgres
+                .as_deref()
+                .context("the takeover scenario needs --postgres URL")?;
+            runtime()?.block_on(crate::bench::takeover::takeover(
+                &args.work_dir,
+                &component,
+                url,
+                std::time::Duration::from_millis(ttl_ms.max(10)),
+                rounds.max(1),
+            ))?
         }
         BenchScenario::Engine {
             component,
