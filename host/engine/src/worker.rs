@@ -219,6 +219,7 @@ impl Worker {
 
     fn process(&mut self, requests: Vec<Request>) {
         let mut batch = Batch::new(self.clock.wall_ms());
+        self.prefetch_command_ids(&requests, &mut batch);
         let mut budget = Activations {
             left: self.options.max_activations_per_batch.max(1),
             deferred: HashSet::new(),
@@ -330,6 +331,36 @@ impl Worker {
             epoch = token.epoch,
             "stopped serving a shard whose lease ran out or was lost"
         );
+    }
+
+    /// Looks up, in one journal call, the caller-given command ids of the
+    /// batch that its entities' windows cannot answer (the entity is not in
+    /// memory, or the id is not among its window's candidates): new keys
+    /// then cost no round trip each. A failed lookup is left to the
+    /// per-command path, which reports it.
+    fn prefetch_command_ids(&self, requests: &[Request], batch: &mut Batch) {
+        let lookups: Vec<(EntityKey, String)> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Command(cmd) if cmd.digest.is_some() => Some(cmd),
+                _ => None,
+            })
+            .filter(|cmd| {
+                self.entities
+                    .get(&cmd.key)
+                    .is_none_or(|e| e.dedup.candidates(&cmd.command_id).next().is_none())
+            })
+            .map(|cmd| (cmd.key.clone(), cmd.command_id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if lookups.is_empty() {
+            return;
+        }
+        match self.journal.find_command_ids(&lookups) {
+            Ok(found) => batch.indexed = lookups.into_iter().zip(found).collect(),
+            Err(e) => tracing::debug!(error = %e, "prefetching command ids failed"),
+        }
     }
 
     /// Claims the leases of `shards` and serves them from now on.

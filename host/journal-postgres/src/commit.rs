@@ -12,7 +12,11 @@
 //!    owner) and its entity's last sequence number, which then moves on, so
 //!    appends of one entity in one batch chain;
 //! 3. the accepted appends' events, new entities and command ids, inserted
-//!    from arrays (three pipelined statements), then COMMIT.
+//!    from arrays, and COMMIT: four statements sent at once.
+//!
+//! So a batch costs two round trips (BEGIN goes with the reads), whatever
+//! its size. A connection whose transaction did not end cleanly is taken
+//! out of the pool ([`Detached`]), never reused mid-transaction.
 //!
 //! A statement that fails for a reason of the data (a unique violation when
 //! a writer outside the fence raced us, say) rolls the whole transaction
@@ -264,15 +268,15 @@ async fn transaction(
     let types: Vec<&str> = entities.iter().map(|k| k.entity_type.as_str()).collect();
     let ids: Vec<&str> = entities.iter().map(|k| k.entity_id.as_str()).collect();
 
-    let mut client = shared.client().await.map_err(Failure::Unavailable)?;
-    let tx = client.transaction().await.map_err(err)?;
-    // Every statement is prepared before any runs: a query is sent when
-    // first polled, so the three below go out in this order, and the lease
-    // rows and sequence numbers are read only once the locks are held.
+    let client = Detached::new(shared.client().await.map_err(Failure::Unavailable)?);
+    // Statements are prepared once per connection (cached) before any of
+    // this transaction is sent. A query goes out when first polled, so each
+    // `join!` below sends its statements in order in one round trip: BEGIN,
+    // the locks, then the lease rows and sequence numbers read under them.
     let (lock, lease_rows, last_seq) = tokio::join!(
-        tx.prepare_cached(leases::LOCK_SHARED),
-        tx.prepare_cached(leases::READ),
-        tx.prepare_cached(
+        client.prepare_cached(leases::LOCK_SHARED),
+        client.prepare_cached(leases::READ),
+        client.prepare_cached(
             "SELECT COALESCE((SELECT MAX(e.seq_nr) FROM stead_events e
                               WHERE e.entity_type = t.ty AND e.entity_id = t.id), 0)
              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(ty, id, i)
@@ -284,15 +288,18 @@ async fn transaction(
         lease_rows.map_err(err)?,
         last_seq.map_err(err)?,
     );
+    let inserts = Inserts::prepare(&client).await.map_err(err)?;
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&crate::schema::LOCK_NAMESPACE, &shards];
     let lease_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&shards];
     let last_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&types, &ids];
-    let (locked, leases, last) = tokio::join!(
-        tx.execute(&lock, &lock_params),
-        tx.query(&lease_rows, &lease_params),
-        tx.query(&last_seq, &last_params),
+    let (begun, locked, leases, last) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&lock, &lock_params),
+        client.query(&lease_rows, &lease_params),
+        client.query(&last_seq, &last_params),
     );
+    begun.map_err(err)?;
     locked.map_err(err)?;
     let leases = leases::parse(&leases.map_err(err)?);
     let mut last: Vec<u64> = last
@@ -363,96 +370,157 @@ async fn transaction(
         results.push(Ok(()));
     }
     if rows.ev_seq.is_empty() {
-        tx.rollback().await.map_err(err)?;
+        client.batch_execute("ROLLBACK").await.map_err(err)?;
+        client.release();
         return Ok(results);
     }
-    insert(&tx, &rows).await.map_err(err)?;
-    tx.commit().await.map_err(err)?;
+    inserts.run_and_commit(&client, &rows).await.map_err(err)?;
+    client.release();
     Ok(results)
 }
 
-async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &Rows<'_>,
-) -> Result<(), tokio_postgres::Error> {
-    let events = tx
-        .prepare_cached(
-            "INSERT INTO stead_events
-                (entity_type, entity_id, seq_nr, shard, command_id, timestamp_ms, payload, reply)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                                  $5::text[], $6::bigint[], $7::bytea[], $8::bytea[])",
-        )
-        .await?;
-    let new_entities = tx
-        .prepare_cached(
-            "INSERT INTO stead_entities (shard, entity_type, entity_id)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let command_ids = tx
-        .prepare_cached(
-            "INSERT INTO stead_command_ids
-                (entity_type, entity_id, command_id, shard, seq_nr, at_ms, digest)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-                                  $5::bigint[], $6::bigint[], $7::bytea[])
-             ON CONFLICT (entity_type, entity_id, command_id) DO UPDATE
-             SET shard = EXCLUDED.shard, seq_nr = EXCLUDED.seq_nr,
-                 at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest",
-        )
-        .await?;
-    let mut c_type = Vec::with_capacity(rows.commands.len());
-    let mut c_id = Vec::with_capacity(rows.commands.len());
-    let mut c_command = Vec::with_capacity(rows.commands.len());
-    let mut c_shard = Vec::with_capacity(rows.commands.len());
-    let mut c_seq = Vec::with_capacity(rows.commands.len());
-    let mut c_at = Vec::with_capacity(rows.commands.len());
-    let mut c_digest = Vec::with_capacity(rows.commands.len());
-    for (&(ty, id, command), &(shard, seq, at, digest)) in &rows.commands {
-        c_type.push(ty);
-        c_id.push(id);
-        c_command.push(command);
-        c_shard.push(shard);
-        c_seq.push(seq);
-        c_at.push(at);
-        c_digest.push(digest);
+/// The batch's three insert statements, prepared.
+struct Inserts {
+    events: tokio_postgres::Statement,
+    entities: tokio_postgres::Statement,
+    command_ids: tokio_postgres::Statement,
+}
+
+impl Inserts {
+    async fn prepare(client: &deadpool_postgres::Object) -> Result<Self, tokio_postgres::Error> {
+        let (events, entities, command_ids) = tokio::join!(
+            client.prepare_cached(
+                "INSERT INTO stead_events
+                    (entity_type, entity_id, seq_nr, shard, command_id, timestamp_ms, payload, reply)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                      $5::text[], $6::bigint[], $7::bytea[], $8::bytea[])",
+            ),
+            client.prepare_cached(
+                "INSERT INTO stead_entities (shard, entity_type, entity_id)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+                 ON CONFLICT DO NOTHING",
+            ),
+            client.prepare_cached(
+                "INSERT INTO stead_command_ids
+                    (entity_type, entity_id, command_id, shard, seq_nr, at_ms, digest)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::bigint[], $6::bigint[], $7::bytea[])
+                 ON CONFLICT (entity_type, entity_id, command_id) DO UPDATE
+                 SET shard = EXCLUDED.shard, seq_nr = EXCLUDED.seq_nr,
+                     at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest",
+            ),
+        );
+        Ok(Self {
+            events: events?,
+            entities: entities?,
+            command_ids: command_ids?,
+        })
     }
-    let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-        &rows.ev_type,
-        &rows.ev_id,
-        &rows.ev_seq,
-        &rows.ev_shard,
-        &rows.ev_command,
-        &rows.ev_time,
-        &rows.ev_payload,
-        &rows.ev_reply,
-    ];
-    let insert_events = tx.execute(&events, &event_params);
-    let insert_entities = async {
-        if rows.new_id.is_empty() {
-            return Ok(0);
+
+    /// Sends the inserts and COMMIT in one round trip. A failed insert
+    /// aborts the transaction, and the server then answers COMMIT with a
+    /// rollback: every result is checked, so a failure is never taken for
+    /// a commit.
+    async fn run_and_commit(
+        &self,
+        client: &deadpool_postgres::Object,
+        rows: &Rows<'_>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let mut c_type = Vec::with_capacity(rows.commands.len());
+        let mut c_id = Vec::with_capacity(rows.commands.len());
+        let mut c_command = Vec::with_capacity(rows.commands.len());
+        let mut c_shard = Vec::with_capacity(rows.commands.len());
+        let mut c_seq = Vec::with_capacity(rows.commands.len());
+        let mut c_at = Vec::with_capacity(rows.commands.len());
+        let mut c_digest = Vec::with_capacity(rows.commands.len());
+        for (&(ty, id, command), &(shard, seq, at, digest)) in &rows.commands {
+            c_type.push(ty);
+            c_id.push(id);
+            c_command.push(command);
+            c_shard.push(shard);
+            c_seq.push(seq);
+            c_at.push(at);
+            c_digest.push(digest);
         }
-        tx.execute(
-            &new_entities,
-            &[&rows.new_shard, &rows.new_type, &rows.new_id],
-        )
-        .await
-    };
-    let insert_command_ids = async {
-        if c_id.is_empty() {
-            return Ok(0);
+        let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &rows.ev_type,
+            &rows.ev_id,
+            &rows.ev_seq,
+            &rows.ev_shard,
+            &rows.ev_command,
+            &rows.ev_time,
+            &rows.ev_payload,
+            &rows.ev_reply,
+        ];
+        let insert_events = client.execute(&self.events, &event_params);
+        let insert_entities = async {
+            if rows.new_id.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &self.entities,
+                    &[&rows.new_shard, &rows.new_type, &rows.new_id],
+                )
+                .await
+        };
+        let insert_command_ids = async {
+            if c_id.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &self.command_ids,
+                    &[
+                        &c_type, &c_id, &c_command, &c_shard, &c_seq, &c_at, &c_digest,
+                    ],
+                )
+                .await
+        };
+        let (a, b, c, commit) = tokio::join!(
+            insert_events,
+            insert_entities,
+            insert_command_ids,
+            client.batch_execute("COMMIT"),
+        );
+        a?;
+        b?;
+        c?;
+        commit
+    }
+}
+
+/// A pooled connection in the middle of a transaction: unless released
+/// after the transaction ended, it is taken out of the pool when dropped
+/// (an error, a timeout), so its session ends and the server rolls back.
+struct Detached(Option<deadpool_postgres::Object>);
+
+impl Detached {
+    fn new(client: deadpool_postgres::Object) -> Self {
+        Self(Some(client))
+    }
+
+    /// The transaction is over: the connection goes back to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl std::ops::Deref for Detached {
+    type Target = deadpool_postgres::Object;
+
+    fn deref(&self) -> &Self::Target {
+        // Present until `release` or drop, both of which consume it.
+        self.0
+            .as_ref()
+            .expect("a detached connection is present until released")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
         }
-        tx.execute(
-            &command_ids,
-            &[
-                &c_type, &c_id, &c_command, &c_shard, &c_seq, &c_at, &c_digest,
-            ],
-        )
-        .await
-    };
-    let (a, b, c) = tokio::join!(insert_events, insert_entities, insert_command_ids);
-    a?;
-    b?;
-    c?;
-    Ok(())
+    }
 }

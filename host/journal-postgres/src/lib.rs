@@ -555,6 +555,59 @@ impl Journal for PostgresJournal {
         })
     }
 
+    fn find_command_ids(
+        &self,
+        lookups: &[(EntityKey, String)],
+    ) -> Result<Vec<Option<CommandIdRecord>>, JournalError> {
+        if lookups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let types: Vec<&str> = lookups
+            .iter()
+            .map(|(k, _)| k.entity_type.as_str())
+            .collect();
+        let ids: Vec<&str> = lookups.iter().map(|(k, _)| k.entity_id.as_str()).collect();
+        let commands: Vec<&str> = lookups.iter().map(|(_, c)| c.as_str()).collect();
+        self.run("looking up command ids", async {
+            let err = |e: tokio_postgres::Error| self.shared.error("looking up command ids", &e);
+            let client = self.shared.client().await?;
+            let statement = client
+                .prepare_cached(
+                    // LATERAL with OFFSET 0 (never flattened into a join):
+                    // one primary-key lookup per id, whatever plan the
+                    // array's unknown length would otherwise get (a plan made
+                    // while the table was small scanned all of it later).
+                    "SELECT t.i, c.seq_nr, c.at_ms, c.digest
+                     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(ty, id, cmd, i)
+                     CROSS JOIN LATERAL (
+                         SELECT seq_nr, at_ms, digest FROM stead_command_ids
+                         WHERE entity_type = t.ty AND entity_id = t.id AND command_id = t.cmd
+                         OFFSET 0
+                     ) AS c",
+                )
+                .await
+                .map_err(err)?;
+            let rows = client
+                .query(&statement, &[&types, &ids, &commands])
+                .await
+                .map_err(err)?;
+            let mut found = vec![None; lookups.len()];
+            for row in &rows {
+                let i = usize::try_from(row.get::<_, i64>(0) - 1).unwrap_or(usize::MAX);
+                let Some(slot) = found.get_mut(i) else {
+                    continue;
+                };
+                *slot = Some(CommandIdRecord {
+                    command_id: lookups[i].1.clone(),
+                    seq_nr: to_u64(row.get(1), "seq_nr")?,
+                    at_ms: to_u64(row.get(2), "at_ms")?,
+                    digest: digest(row.get(3), "digest")?,
+                });
+            }
+            Ok(found)
+        })
+    }
+
     fn expire_command_ids(
         &self,
         fence: FenceToken,

@@ -212,6 +212,18 @@ pub trait Journal: Send + Sync + 'static {
         command_id: &str,
     ) -> Result<Option<CommandIdRecord>, JournalError>;
 
+    /// [`Journal::find_command_id`] of many ids at once, answers in the
+    /// order asked (a shared backend answers in one round trip).
+    fn find_command_ids(
+        &self,
+        lookups: &[(EntityKey, String)],
+    ) -> Result<Vec<Option<CommandIdRecord>>, JournalError> {
+        lookups
+            .iter()
+            .map(|(key, command_id)| self.find_command_id(key, command_id))
+            .collect()
+    }
+
     /// Removes at most `limit` command-id entries of the fenced shard with
     /// `at_ms < before_ms`, oldest first; returns how many. Only the holder
     /// of the shard's lease may (`Fenced` otherwise). The events keep their

@@ -503,10 +503,20 @@ pub async fn hot(
         }
     };
     let ratio = lat.p50.as_secs_f64() / flush.p50.as_secs_f64();
+    let p50 = Figure::new(scenario, "round trip p50", ms(lat.p50), "ms").against(
+        &format!("{yardstick} p50"),
+        ms(flush.p50),
+        "ms",
+    );
+    // The embedded journal's target; on PostgreSQL the commit is the
+    // yardstick only (a command there also crosses to the committer and
+    // makes two round trips).
+    let p50 = match postgres {
+        None => p50.target("<= 2x flush", ratio <= 2.0),
+        Some(_) => p50,
+    };
     Ok(vec![
-        Figure::new(scenario, "round trip p50", ms(lat.p50), "ms")
-            .against(&format!("{yardstick} p50"), ms(flush.p50), "ms")
-            .target(&format!("<= 2x {yardstick}"), ratio <= 2.0),
+        p50,
         Figure::new(scenario, "round trip p99", ms(lat.p99), "ms").against(
             &format!("{yardstick} p99"),
             ms(flush.p99),

@@ -30,6 +30,10 @@ pub(crate) struct Batch {
     pub(crate) pending: Vec<Pending>,
     pub(crate) staged: HashMap<EntityKey, Staged>,
     pub(crate) views: Vec<ViewRequest>,
+    /// The journal's index entries of the caller-given command ids of this
+    /// batch, fetched in one call before it runs (a shared journal answers
+    /// each lookup with a round trip); `None`: not in the index.
+    pub(crate) indexed: HashMap<(EntityKey, String), Option<CommandIdRecord>>,
     #[cfg(feature = "testing")]
     pub(crate) states: Vec<ViewRequest>,
     #[cfg(feature = "testing")]
@@ -43,6 +47,7 @@ impl Batch {
             pending: Vec::new(),
             staged: HashMap::new(),
             views: Vec::new(),
+            indexed: HashMap::new(),
             #[cfg(feature = "testing")]
             states: Vec::new(),
             #[cfg(feature = "testing")]

@@ -332,11 +332,14 @@ impl Worker {
             let reply = staged.events[i].reply.clone().unwrap_or_default();
             return Ok(Some((seq_nr, reply)));
         }
-        let Some(indexed) = self
-            .journal
-            .find_command_id(key, command_id)
-            .map_err(Error::Storage)?
-        else {
+        let indexed = match batch.indexed.get(&(key.clone(), command_id.to_owned())) {
+            Some(prefetched) => prefetched.clone(),
+            None => self
+                .journal
+                .find_command_id(key, command_id)
+                .map_err(Error::Storage)?,
+        };
+        let Some(indexed) = indexed else {
             return Ok(None);
         };
         let horizon = u64::try_from(self.options.dedup_horizon.as_millis()).unwrap_or(u64::MAX);

@@ -356,6 +356,21 @@ fn command_ids_are_indexed_with_their_events_and_survive_a_reopen<J: Journal>(op
         );
         assert_eq!(j.find_command_id(&key, "k"), Ok(None), "no prefix match");
         assert_eq!(
+            j.find_command_ids(&[
+                (key.clone(), "k2".to_owned()),
+                (key.clone(), "k".to_owned()),
+                (other.clone(), "k1".to_owned()),
+                (key.clone(), "k1".to_owned()),
+            ]),
+            Ok(vec![
+                Some(command_id("k2", 3, 101, 2)),
+                None,
+                None,
+                Some(command_id("k1", 2, 100, 1)),
+            ]),
+            "many lookups answer in the order asked"
+        );
+        assert_eq!(
             j.find_command_id(&other, "k1"),
             Ok(None),
             "an id is per entity"
