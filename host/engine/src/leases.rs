@@ -119,6 +119,11 @@ impl LeaseBoard {
         (wanted, valid)
     }
 
+    /// The tokens of every lease held.
+    pub(crate) fn tokens(&self) -> Vec<FenceToken> {
+        self.held().values().map(|l| l.token).collect()
+    }
+
     fn snapshot(&self) -> Vec<HeldLease> {
         self.held().values().cloned().collect()
     }

@@ -28,6 +28,7 @@ mod error;
 pub(crate) mod leases;
 pub(crate) mod memory;
 mod request;
+pub(crate) mod sweeper;
 pub(crate) mod worker;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub struct Shards {
     /// The lease keeper, when the journal's leases expire; dropping the
     /// sender stops it.
     keeper: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The command-id sweeper; dropping the sender stops it.
+    sweeper: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Shards {
@@ -122,12 +125,27 @@ impl Shards {
                 Some((stop, thread))
             }
         };
+        let sweeper = {
+            let (stop, stopped) = std::sync::mpsc::channel();
+            let sweeper = sweeper::Sweeper {
+                journal: parts.journal.clone(),
+                clock: parts.clock.clone(),
+                board: board.clone(),
+                horizon: parts.options.dedup_horizon,
+                every: (parts.options.idle_timeout / 4).max(std::time::Duration::from_millis(50)),
+            };
+            let thread = std::thread::Builder::new()
+                .name("stead-command-id-sweeper".into())
+                .spawn(move || sweeper::run_sweeper(sweeper, stopped))?;
+            Some((stop, thread))
+        };
         Ok(Self {
             senders,
             threads,
             board,
             clock: parts.clock,
             keeper,
+            sweeper,
         })
     }
 
@@ -292,10 +310,12 @@ impl Shards {
 
     /// Stops the workers after they finish what is queued.
     pub fn shutdown(self) {
-        if let Some((stop, keeper)) = self.keeper {
-            drop(stop);
-            if keeper.join().is_err() {
-                tracing::error!("the lease keeper panicked");
+        for (name, helper) in [("lease keeper", self.keeper), ("sweeper", self.sweeper)] {
+            if let Some((stop, thread)) = helper {
+                drop(stop);
+                if thread.join().is_err() {
+                    tracing::error!("the {name} panicked");
+                }
             }
         }
         drop(self.senders);

@@ -46,9 +46,6 @@ mod invoke;
 use commit::Batch;
 use invoke::InstancePool;
 
-/// Most command-id index entries one sweep of a worker expires.
-const EXPIRED_PER_SWEEP: usize = 10_000;
-
 /// Everything a worker owns, created on its thread.
 pub(crate) struct Worker {
     pub(crate) journal: Arc<dyn Journal>,
@@ -149,7 +146,6 @@ impl Worker {
             }
             if last_sweep.elapsed() >= sweep_every {
                 self.passivate_idle();
-                self.expire_command_ids();
                 last_sweep = Instant::now();
             }
         }
@@ -167,33 +163,6 @@ impl Worker {
         self.entities
             .retain(|_, e| now.saturating_sub(e.last_used_ms) < idle);
         self.after_passivation(before - self.entities.len());
-    }
-
-    /// Forgets the index entries of caller-given command ids older than the
-    /// dedup horizon in this worker's shards, at most
-    /// [`EXPIRED_PER_SWEEP`] per sweep so a backlog never stalls commands.
-    fn expire_command_ids(&mut self) {
-        let horizon = u64::try_from(self.options.dedup_horizon.as_millis()).unwrap_or(u64::MAX);
-        let Some(before_ms) = self.clock.wall_ms().checked_sub(horizon) else {
-            return;
-        };
-        let mut budget = EXPIRED_PER_SWEEP;
-        let fences: Vec<FenceToken> = self.fences.values().map(|l| l.token).collect();
-        for fence in fences {
-            if budget == 0 {
-                break;
-            }
-            match self.journal.expire_command_ids(fence, before_ms, budget) {
-                Ok(expired) => budget -= expired.min(budget),
-                Err(e) => {
-                    tracing::warn!(shard = fence.shard, error = %e, "expiring command ids failed; retried at the next sweep");
-                }
-            }
-        }
-        let expired = EXPIRED_PER_SWEEP - budget;
-        if expired > 0 {
-            tracing::debug!(expired, "expired command ids past the dedup horizon");
-        }
     }
 
     /// Counts passivated entities and gives memory back after many.
