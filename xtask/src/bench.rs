@@ -168,7 +168,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     let _ = std::fs::remove_dir_all(&data);
 
     crate::step("network scenarios on the PostgreSQL journal (a server on this machine)");
-    let postgres = crate::postgres::start()?;
+    let postgres = crate::postgres::start_for_bench()?;
     let db = postgres.database()?;
     let url = db.url();
     let pg_data = tempfile_dir(&work)?;

@@ -51,9 +51,23 @@ pub(crate) fn ensure_installed() -> Result<()> {
 
 /// Installs if needed and starts a server for this run (stopped on drop).
 pub(crate) fn start() -> Result<Server> {
+    start_with(&[])
+}
+
+/// The benchmarks' server: a fresh cluster zero-fills each new 16 MB WAL
+/// segment, with an fsync, in the path of the commit that needs it, until
+/// its WAL has grown to `max_wal_size` and segments are recycled; a server
+/// that has run a while never does. Not zero-filling them measures that
+/// steady state (A/B on fresh servers in BENCHMARKS.md: p99 35-49 ms with,
+/// 7-13 ms without).
+pub(crate) fn start_for_bench() -> Result<Server> {
+    start_with(&["wal_init_zero=off"])
+}
+
+fn start_with(settings: &[&str]) -> Result<Server> {
     ensure_installed()?;
     step("starting a PostgreSQL server for the run");
-    let server = Server::start()?;
+    let server = Server::start_with(settings)?;
     println!(
         "    {} (data in {})",
         server.url(),

@@ -103,12 +103,19 @@ fn server_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, Error> 
 pub struct Server {
     dir: tempfile::TempDir,
     port: u16,
+    /// `name=value` server settings beyond the defaults.
+    settings: Vec<String>,
     child: Mutex<Option<Child>>,
 }
 
 impl Server {
     /// Creates a cluster in a fresh temporary directory and starts it.
     pub fn start() -> Result<Self, Error> {
+        Self::start_with(&[])
+    }
+
+    /// [`Server::start`] with server settings (`name=value`, as `-c`).
+    pub fn start_with(settings: &[&str]) -> Result<Self, Error> {
         let bin = bin_dir()?;
         remove_stale_servers();
         let dir = tempfile::Builder::new()
@@ -141,6 +148,7 @@ impl Server {
         let server = Self {
             dir,
             port: free_port()?,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
             child: Mutex::new(None),
         };
         server.start_again()?;
@@ -187,7 +195,7 @@ impl Server {
         if child.is_some() {
             return Ok(());
         }
-        let mut running = spawn_postgres(&self.data_dir(), self.port)?;
+        let mut running = spawn_postgres(&self.data_dir(), self.port, &self.settings)?;
         let ready = wait_ready(&self.url(), &mut running);
         *child = Some(running);
         ready
@@ -267,7 +275,7 @@ fn free_port() -> Result<u16, Error> {
 
 /// Starts `postgres` as a child of a thread that never exits, so the
 /// parent-death signal fires only when the whole process goes.
-fn spawn_postgres(data: &Path, port: u16) -> Result<Child, Error> {
+fn spawn_postgres(data: &Path, port: u16, settings: &[String]) -> Result<Child, Error> {
     type Spawn = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Spawn>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -297,6 +305,7 @@ fn spawn_postgres(data: &Path, port: u16) -> Result<Child, Error> {
         .arg(format!("unix_socket_directories={}", data.display()))
         .args(["-c", "max_connections=300"])
         .args(["-c", "log_min_messages=fatal"])
+        .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some((uid, gid)) = server_user()? {
