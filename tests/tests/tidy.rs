@@ -27,6 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("stead-journal", &["stead-types"]),
     ("stead-journal-sled", &["stead-types", "stead-journal"]),
     ("stead-journal-postgres", &["stead-types", "stead-journal"]),
+    ("stead-cluster", &["stead-types"]),
     ("stead-component", &[]),
     ("stead-runtime", &["stead-types", "stead-component"]),
     (
