@@ -14,7 +14,7 @@
 //! | storage full | `storage_full` | 507 | RESOURCE_EXHAUSTED |
 //! | journal unreachable (the database down; names it) | `journal_unavailable` | 503 + `Retry-After` | UNAVAILABLE |
 //! | storage failure | `storage` | 503 + `Retry-After` | UNAVAILABLE |
-//! | shard not owned or its lease not renewed in time, shutting down | `unavailable` | 503 + `Retry-After` | UNAVAILABLE |
+//! | shard not owned or moving between nodes, its lease not renewed in time, shutting down | `unavailable` | 503 + `Retry-After` | UNAVAILABLE |
 //! | anything else | `internal` | 500 | INTERNAL |
 //! | admin token missing or wrong ([`super::auth`]) | `unauthenticated` | 401 + `WWW-Authenticate` | UNAUTHENTICATED |
 
@@ -87,7 +87,10 @@ pub fn classify(error: &NodeError) -> ErrorClass {
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,
         ),
-        NodeError::NotOwner(_) | NodeError::LeaseLapsed(_) | NodeError::ShuttingDown => (
+        NodeError::NotOwner(_)
+        | NodeError::LeaseLapsed(_)
+        | NodeError::ShardMoving { .. }
+        | NodeError::ShuttingDown => (
             "unavailable",
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable,

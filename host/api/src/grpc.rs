@@ -41,7 +41,7 @@ impl proto::entities_server::Entities for EntitiesService {
         let span = tracing::debug_span!("grpc_send", entity_type = %req.entity_type, entity_id = %req.entity_id);
         let result = self
             .state
-            .node
+            .router
             .send(
                 &req.entity_type,
                 &req.entity_id,
@@ -70,7 +70,7 @@ impl proto::entities_server::Entities for EntitiesService {
         let req = request.into_inner();
         let view = self
             .state
-            .node
+            .router
             .view(&req.entity_type, &req.entity_id)
             .await
             .map_err(|e| to_status(&e))?;
@@ -210,6 +210,44 @@ impl proto::admin_server::Admin for AdminService {
             uptime_ms: self.state.started.elapsed().as_millis() as u64,
             shards_held: u32::try_from(stats.shards).unwrap_or(u32::MAX),
             journal: node.journal_description(),
+        }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<proto::ClusterStatusRequest>,
+    ) -> Result<Response<proto::ClusterStatusResponse>, Status> {
+        let Some(cluster) = &self.state.cluster else {
+            return Err(Status::failed_precondition(
+                "this node runs alone (start it with --seeds to make it a cluster member)",
+            ));
+        };
+        let status = cluster.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(proto::ClusterStatusResponse {
+            node_id: status.node_id,
+            members: status
+                .members
+                .into_iter()
+                .map(|m| proto::ClusterMember {
+                    node_id: m.node_id,
+                    state: m.state,
+                    grpc: m.grpc,
+                    http: m.http,
+                    shards_held: count(m.shards_held),
+                    shards_placed: count(m.shards_placed),
+                })
+                .collect(),
+            shards: status
+                .shards
+                .into_iter()
+                .map(|s| proto::ClusterShard {
+                    shard: s.shard,
+                    holder: s.holder.unwrap_or_default(),
+                    epoch: s.epoch.unwrap_or_default(),
+                    placed: s.placed.unwrap_or_default(),
+                })
+                .collect(),
         }))
     }
 }

@@ -52,6 +52,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/entities/{entity_type}/{entity_id}/events", get(events))
         .route("/v1/types", get(types))
+        .route("/v1/cluster", get(cluster))
         .route("/v1/components", post(deploy))
         .route("/v1/noop", post(noop))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -134,7 +135,7 @@ async fn send(
     let span =
         tracing::debug_span!("http_send", entity_type = %entity_type, entity_id = %entity_id);
     let result = state
-        .node
+        .router
         .send(&entity_type, &entity_id, body.to_vec(), command_id)
         .instrument(span)
         .await;
@@ -164,7 +165,7 @@ async fn view(
         Ok(Path(path)) => path,
         Err(rejection) => return path_error(&rejection),
     };
-    match state.node.view(&entity_type, &entity_id).await {
+    match state.router.view(&entity_type, &entity_id).await {
         Ok(view) => json_response(StatusCode::OK, view),
         Err(e) => ApiError(e).into_response(),
     }
@@ -244,6 +245,24 @@ fn type_json(t: &TypeInfo) -> serde_json::Value {
 async fn types(State(state): State<Arc<ApiState>>) -> Response {
     let types: Vec<_> = state.node.types().iter().map(type_json).collect();
     axum::Json(json!({ "types": types })).into_response()
+}
+
+/// `GET /v1/cluster`: members and shards as this node sees them; 404
+/// (`not_clustered`) on a node alone.
+async fn cluster(State(state): State<Arc<ApiState>>) -> Response {
+    match &state.cluster {
+        Some(cluster) => axum::Json(cluster.status()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({
+                "error": {
+                    "code": "not_clustered",
+                    "message": "this node runs alone (start it with --seeds to make it a cluster member)",
+                }
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `POST /v1/components`: the admin check comes before the body is read.

@@ -149,6 +149,8 @@ async fn accept_loop(
             () = tx.closed() => return,
             accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Small replies must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     handshakes.spawn(async move {
                         let result =

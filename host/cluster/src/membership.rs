@@ -245,11 +245,19 @@ impl Membership {
 
     /// Stops gossiping (peers then see this node die, unless it said
     /// `leaving` first).
-    pub async fn shutdown(self) {
+    pub fn shutdown(&self) {
         self.watcher.abort();
-        if let Err(e) = self.handle.shutdown().await {
+        if let Err(e) = self.handle.initiate_shutdown() {
             tracing::warn!(error = %e, "stopping gossip");
         }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.watcher.abort();
+        // Already stopped when `shutdown` was called: nothing to say.
+        let _ = self.handle.initiate_shutdown();
     }
 }
 

@@ -12,7 +12,9 @@ use stead_runtime::GuestFault;
 
 use crate::entity::ActivationError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serde: a forwarded request's error crosses to the node that received it
+/// as it was, so the API answers the same status wherever it landed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     #[error("unknown entity type `{0}`")]
     UnknownType(String),
@@ -41,6 +43,10 @@ pub enum Error {
     Deploy(String),
     #[error("this node does not own shard {0}")]
     NotOwner(ShardId),
+    /// No node serves the shard yet (it is moving, or its owner died and
+    /// its lease has not expired): nothing ran; retry shortly.
+    #[error("shard {shard} is moving between nodes: {reason}; nothing ran, retry shortly")]
+    ShardMoving { shard: ShardId, reason: String },
     #[error(
         "shard {0} is not served here for now: this node could not renew its lease in time (is the journal reachable?); it is claimed again as soon as possible, retry shortly"
     )]

@@ -124,6 +124,28 @@ impl LeaseBoard {
         self.held().values().map(|l| l.token).collect()
     }
 
+    /// The tokens of the leases valid now, in shard order.
+    pub(crate) fn valid_tokens(&self, now_ms: u64) -> Vec<FenceToken> {
+        let mut tokens: Vec<FenceToken> = self
+            .held()
+            .values()
+            .filter(|l| l.is_valid(now_ms))
+            .map(|l| l.token)
+            .collect();
+        tokens.sort_unstable_by_key(|t| t.shard);
+        tokens
+    }
+
+    /// Whether `shard`'s lease is held and valid now.
+    pub(crate) fn serves(&self, shard: ShardId, now_ms: u64) -> bool {
+        self.held().get(&shard).is_some_and(|l| l.is_valid(now_ms))
+    }
+
+    /// The shards wanted, in order.
+    pub(crate) fn wanted_shards(&self) -> Vec<ShardId> {
+        self.wanted().iter().copied().collect()
+    }
+
     fn snapshot(&self) -> Vec<HeldLease> {
         self.held().values().cloned().collect()
     }

@@ -155,6 +155,21 @@ impl Shards {
         LeaseStatus { wanted, held }
     }
 
+    /// The leases served now (held and valid), in shard order.
+    pub fn served(&self) -> Vec<FenceToken> {
+        self.board.valid_tokens(self.clock.mono_ms())
+    }
+
+    /// Whether this node serves `shard` now (holds a valid lease of it).
+    pub fn serves(&self, shard: ShardId) -> bool {
+        self.board.serves(shard, self.clock.mono_ms())
+    }
+
+    /// The shards wanted (acquired and not released), in order.
+    pub fn wanted(&self) -> Vec<ShardId> {
+        self.board.wanted_shards()
+    }
+
     fn sender(&self, shard: ShardId) -> &SyncSender<Request> {
         &self.senders[worker_of(shard, self.senders.len())]
     }

@@ -123,8 +123,9 @@ pub enum AppendError {
     Storage(#[from] JournalError),
 }
 
-/// A failure of the store itself.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of the store itself (serde: it crosses nodes when a request
+/// is forwarded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum JournalError {
     #[error("journal storage failure: {0}")]
     Io(String),

@@ -14,7 +14,9 @@
 //!
 //! Invariants: a command is acknowledged only once its events are durable;
 //! the shard count of a data directory never changes; opening acquires every
-//! shard (claims its lease), so a previous owner can no longer append.
+//! shard (claims its lease), so a previous owner can no longer append,
+//! unless the node is a cluster member (`acquire_all_at_open` off: the
+//! cluster's controller acquires and releases its shards).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -205,8 +207,10 @@ impl Node {
             },
         })
         .map_err(|e| NodeError::Config(format!("starting shard workers: {e}")))?;
-        let all: Vec<ShardId> = (0..config.shard_count).collect();
-        shards.acquire(&all)?;
+        if config.acquire_all_at_open {
+            let all: Vec<ShardId> = (0..config.shard_count).collect();
+            shards.acquire(&all)?;
+        }
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -247,6 +251,33 @@ impl Node {
         self.shards
             .as_ref()
             .map_or(LeaseStatus { wanted: 0, held: 0 }, Shards::lease_status)
+    }
+
+    /// The leases this node serves now (held and valid), in shard order.
+    pub fn served_shards(&self) -> Vec<FenceToken> {
+        self.shards.as_ref().map_or_else(Vec::new, Shards::served)
+    }
+
+    /// Whether this node serves `shard` now: a request for it runs here.
+    pub fn serves(&self, shard: ShardId) -> bool {
+        self.shards.as_ref().is_some_and(|s| s.serves(shard))
+    }
+
+    /// The shards this node wants (acquired and not released), in order;
+    /// some may still be held by another node.
+    pub fn wanted_shards(&self) -> Vec<ShardId> {
+        self.shards.as_ref().map_or_else(Vec::new, Shards::wanted)
+    }
+
+    /// Whether the journal is shared by several nodes (its leases expire,
+    /// so shards can move between nodes): what a cluster needs.
+    pub fn journal_shared(&self) -> bool {
+        self.journal.lease_ttl().is_some()
+    }
+
+    /// The shard count of the node (and of its cluster).
+    pub fn shard_count(&self) -> u32 {
+        self.config.shard_count
     }
 
     /// Sets the observer told about every durable journal commit (metrics).
@@ -320,6 +351,13 @@ impl Node {
     /// The deployed entity types.
     pub fn types(&self) -> Vec<TypeInfo> {
         self.registry.list().iter().map(|d| type_info(d)).collect()
+    }
+
+    /// Checks that the type is deployed and the id valid; returns the
+    /// entity's shard. (What every request is checked for before it is
+    /// queued here or forwarded to the shard's owner.)
+    pub fn check_entity(&self, entity_type: &str, entity_id: &str) -> Result<ShardId, NodeError> {
+        self.entity_key(entity_type, entity_id).map(|k| k.shard)
     }
 
     fn entity_key(&self, entity_type: &str, entity_id: &str) -> Result<EntityKey, NodeError> {

@@ -35,7 +35,7 @@ use stead_component::REPLAY_INTERFACE;
 
 /// A guest call that did not complete: the one command fails, the instance
 /// is discarded, nothing else is affected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GuestFault {
     #[error("the guest trapped: {0}")]
     Trap(String),

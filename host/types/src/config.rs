@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// Where compiled components are cached (`<sha256>.cwasm`). Default
     /// (`None`): `<data_dir>/components`. Nodes may share one cache.
     pub compile_cache: Option<PathBuf>,
+    /// Whether opening claims every shard (a node alone). A member of a
+    /// cluster opens holding none: the cluster's placement tells it which
+    /// to claim.
+    pub acquire_all_at_open: bool,
 }
 
 impl NodeConfig {
@@ -91,6 +95,7 @@ impl NodeConfig {
             limits: Limits::default(),
             journal: JournalConfig::default(),
             compile_cache: None,
+            acquire_all_at_open: true,
         }
     }
 }

@@ -133,6 +133,45 @@ pub(crate) struct UpArgs {
     /// Log format.
     #[arg(long, env = "STEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Cluster membership (needs a PostgreSQL journal).
+#[derive(clap::Args)]
+pub(crate) struct ClusterArgs {
+    /// Join a cluster: the gossip addresses (`host:port`, UDP) of nodes to
+    /// contact first, comma-separated; names are resolved again
+    /// periodically. The first node may name itself. Without it, the node
+    /// runs alone and holds every shard.
+    #[arg(long, env = "STEAD_SEEDS", value_delimiter = ',', num_args = 1..)]
+    seeds: Option<Vec<String>>,
+    /// Where gossip (UDP) listens. Default: the --grpc address (UDP and TCP
+    /// ports do not collide).
+    #[arg(long, env = "STEAD_GOSSIP")]
+    gossip: Option<SocketAddr>,
+    /// The host (name or IP) other nodes and clients reach this node at.
+    /// Default: the IP of --grpc, which must then not be 0.0.0.0 or ::.
+    #[arg(long, env = "STEAD_ADVERTISE")]
+    advertise: Option<String>,
+    /// Nodes of different clusters never gossip together.
+    #[arg(long, env = "STEAD_CLUSTER_ID", default_value = "stead")]
+    cluster_id: String,
+    /// How often a node gossips; a silent node is declared dead after
+    /// about 6 intervals.
+    #[arg(long, env = "STEAD_GOSSIP_INTERVAL", default_value = "200ms", value_parser = lease_time)]
+    gossip_interval: std::time::Duration,
+    /// Pause between two rounds of rebalancing (claiming the shards placed
+    /// on this node, releasing the others).
+    #[arg(long, env = "STEAD_REBALANCE_INTERVAL", default_value = "250ms", value_parser = lease_time)]
+    rebalance_interval: std::time::Duration,
+    /// Most shards claimed, and most released, per round.
+    #[arg(long, env = "STEAD_REBALANCE_BATCH", default_value_t = nz_usize(stead_cluster::DEFAULT_REBALANCE_BATCH), value_parser = nonzero_usize)]
+    rebalance_batch: NonZeroUsize,
+    /// How long a request waits for a shard that is moving between nodes
+    /// before it fails with 503 / UNAVAILABLE.
+    #[arg(long, env = "STEAD_FORWARD_WAIT", default_value = "5s", value_parser = lease_time)]
+    forward_wait: std::time::Duration,
 }
 
 /// `stead_types::config::DEFAULT_DEDUP_HORIZON` as the flag spells it (a
@@ -196,18 +235,43 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
             .context("opening the node")?
             .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
         let node = Arc::new(node);
-        let state = stead_api::ApiState::with_auth(node.clone(), auth);
         let listeners = stead_api::Listeners::bind(args.grpc, args.http).await?;
         let grpc_addr = listeners.grpc.local_addr().context("gRPC address")?;
         let http_addr = listeners.http.local_addr().context("HTTP address")?;
+        let cluster = match cluster_config(&args, node.config(), grpc_addr, http_addr)? {
+            Some(config) => Some(Arc::new(
+                stead_cluster::Cluster::start(node.clone(), config)
+                    .await
+                    .context("joining the cluster")?,
+            )),
+            None => None,
+        };
+        let state = match &cluster {
+            Some(cluster) => stead_api::ApiState::clustered(node.clone(), auth, cluster.clone()),
+            None => stead_api::ApiState::with_auth(node.clone(), auth),
+        };
         // The line scripts and tests wait for (stdout; logs go to stderr).
         let tls_note = if tls.is_some() { " tls=on" } else { "" };
+        let cluster_note = match &cluster {
+            Some(cluster) => format!(" node={}", cluster.node_id()),
+            None => String::new(),
+        };
         println!(
-            "stead ready: grpc={grpc_addr} http={http_addr}{tls_note} data={}",
+            "stead ready: grpc={grpc_addr} http={http_addr}{tls_note}{cluster_note} data={}",
             args.data_dir.display()
         );
         tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), admin_token = state.auth.is_required(), journal = %node.journal_description(), "serving");
-        stead_api::serve(state, listeners, tls.as_ref(), shutdown_signal()).await?;
+        // A member leaves before its servers stop: its shards are released
+        // (queued commands finish) while peers can still reach it.
+        let leaving = cluster.clone();
+        let stop = async move {
+            shutdown_signal().await;
+            if let Some(cluster) = leaving {
+                cluster.leave().await;
+            }
+        };
+        stead_api::serve(state, listeners, tls.as_ref(), stop).await?;
+        drop(cluster);
         tracing::info!("shutting down");
         match Arc::try_unwrap(node) {
             Ok(node) => tokio::task::spawn_blocking(move || node.shutdown())
@@ -247,7 +311,69 @@ fn node_config(args: &UpArgs) -> NodeConfig {
         options.renew_interval = args.lease_renew_interval;
         config.journal = JournalConfig::Postgres(options);
     }
+    // A member holds only what placement gives it.
+    config.acquire_all_at_open = args.cluster.seeds.is_none();
     config
+}
+
+/// The cluster's configuration from the flags, when the node joins one.
+fn cluster_config(
+    args: &UpArgs,
+    config: &NodeConfig,
+    grpc: SocketAddr,
+    http: SocketAddr,
+) -> Result<Option<stead_cluster::ClusterConfig>> {
+    let cluster = &args.cluster;
+    let Some(seeds) = &cluster.seeds else {
+        return Ok(None);
+    };
+    let JournalConfig::Postgres(options) = &config.journal else {
+        bail!(
+            "--seeds makes the node a cluster member, which needs a journal shared by the nodes: give --journal postgres://..."
+        );
+    };
+    if args.tls_cert.is_some() {
+        bail!(
+            "TLS between cluster members is not supported yet: run a cluster without --tls-cert, behind a TLS-terminating proxy or on a private network"
+        );
+    }
+    let advertise = match &cluster.advertise {
+        Some(host) => host.clone(),
+        None if grpc.ip().is_unspecified() => bail!(
+            "--grpc listens on {grpc}: give --advertise with the host other nodes reach this one at"
+        ),
+        None => grpc.ip().to_string(),
+    };
+    let gossip = cluster.gossip.unwrap_or(grpc);
+    let gossip_advertise = if gossip.ip().is_unspecified() || cluster.advertise.is_some() {
+        let host = format!("{advertise}:{}", gossip.port());
+        std::net::ToSocketAddrs::to_socket_addrs(&host)
+            .with_context(|| format!("resolving --advertise {advertise}"))?
+            .next()
+            .with_context(|| format!("--advertise {advertise} resolves to no address"))?
+    } else {
+        gossip
+    };
+    let join = |host: &str, port: u16| {
+        if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    let mut membership =
+        stead_cluster::membership::MembershipConfig::new(options.node_id.clone(), gossip);
+    membership.gossip_advertise = gossip_advertise;
+    membership.cluster_id = cluster.cluster_id.clone();
+    membership.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
+    membership.gossip_interval = cluster.gossip_interval;
+    membership.grpc_advertise = join(&advertise, grpc.port());
+    membership.http_advertise = join(&advertise, http.port());
+    let mut config = stead_cluster::ClusterConfig::new(membership);
+    config.rebalance_interval = cluster.rebalance_interval;
+    config.rebalance_batch = cluster.rebalance_batch.get();
+    config.forward_wait = cluster.forward_wait;
+    Ok(Some(config))
 }
 
 /// The host name and a random suffix (new at each start).

@@ -97,7 +97,7 @@ async fn members_see_each_other_ready_with_their_addresses_and_shards() {
         ]
     );
     for m in [a, b, c] {
-        m.shutdown().await;
+        m.shutdown();
     }
 }
 
@@ -126,7 +126,7 @@ async fn a_stopped_member_is_declared_dead_and_a_restarted_one_replaces_it() {
         .find(|m| m.node_id == "node-3")
         .expect("c")
         .generation;
-    c.shutdown().await;
+    c.shutdown();
     // gossip every 50 ms, phi 6: a death shows in well under a second.
     let took = wait_for(&a, Duration::from_secs(5), "c declared dead", |m| {
         ids(m, MemberState::Ready) == ["node-1", "node-2"]
@@ -148,7 +148,7 @@ async fn a_stopped_member_is_declared_dead_and_a_restarted_one_replaces_it() {
         "one entry per node id"
     );
     for m in [a, b, c] {
-        m.shutdown().await;
+        m.shutdown();
     }
 }
 
@@ -172,8 +172,8 @@ async fn a_leaving_member_is_seen_leaving_before_it_stops() {
         ids(m, MemberState::Leaving) == ["node-2"]
     })
     .await;
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown();
+    b.shutdown();
 }
 
 #[test]

@@ -1,0 +1,174 @@
+//! The controller: makes this node hold the shards placement gives it.
+//!
+//! At every membership change and every `interval`, it rebuilds the routing
+//! table ([`Routes`]) from the members' gossip, and, while this node is a
+//! ready member:
+//! - acquires the shards placed on it that it does not want yet (a claim
+//!   succeeds once the shard is free: released by its holder, or its lease
+//!   expired), and claims again those placed on it but not served;
+//! - releases the shards it wants but are placed elsewhere (their new
+//!   owner is ready, or placement would not name it);
+//!
+//! at most `batch` shards of each per round, so a join or a leave moves
+//! shards gradually and recovery (lazy, per entity) never stampedes. It
+//! then publishes the leases it serves.
+//!
+//! Invariants:
+//! - Nothing is released on a view in which this node itself is not a ready
+//!   member (a view that is still forming, or this node leaving): a
+//!   partial view may make this node want too much (its claims fail while
+//!   others hold valid leases), never give up what it serves.
+//! - The journal's leases, not this loop, decide who may write: a wrong or
+//!   stale view costs availability, never safety.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stead_node::Node;
+use stead_types::{FenceToken, ShardId};
+use tokio::sync::watch;
+
+use crate::membership::{MemberState, Membership};
+use crate::routes::Routes;
+
+/// What the controller is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Learning the members before taking any shard.
+    Joining,
+    /// Holding the shards placed on this node.
+    Ready,
+    /// Giving its shards up: no acquire, no release (the leave does it).
+    Leaving,
+    /// Stopped.
+    Stopped,
+}
+
+pub(crate) struct Controller {
+    pub(crate) node: Arc<Node>,
+    pub(crate) membership: Arc<Membership>,
+    pub(crate) routes: watch::Sender<Arc<Routes>>,
+    pub(crate) interval: Duration,
+    pub(crate) batch: usize,
+    /// How long a new node listens to gossip before it says it is ready.
+    pub(crate) settle: Duration,
+}
+
+impl Controller {
+    pub(crate) async fn run(
+        self,
+        mut phase: watch::Receiver<Phase>,
+        phase_tx: watch::Sender<Phase>,
+    ) {
+        let mut members = self.membership.watch();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = tokio::time::Instant::now();
+        let mut published: Option<Vec<FenceToken>> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = members.changed() => if changed.is_err() { return },
+                changed = phase.changed() => if changed.is_err() { return },
+            }
+            let now = *phase.borrow_and_update();
+            if now == Phase::Stopped {
+                return;
+            }
+            let routes = Arc::new(Routes::new(
+                members.borrow_and_update().clone(),
+                self.node.shard_count(),
+            ));
+            self.routes.send_if_modified(|old| {
+                let changed = **old != *routes;
+                if changed {
+                    *old = routes.clone();
+                }
+                changed
+            });
+            if now == Phase::Joining && started.elapsed() >= self.settle {
+                self.membership.set_state(MemberState::Ready).await;
+                phase_tx.send_if_modified(|p| {
+                    let joining = *p == Phase::Joining;
+                    if joining {
+                        *p = Phase::Ready;
+                    }
+                    joining
+                });
+                tracing::info!(
+                    members = routes.members.len(),
+                    "joined the cluster as a ready member"
+                );
+            }
+            if now == Phase::Ready {
+                self.rebalance(&routes).await;
+            }
+            let served = self.node.served_shards();
+            if published.as_ref() != Some(&served) {
+                self.membership.set_shards(&served).await;
+                published = Some(served);
+            }
+        }
+    }
+
+    /// One round of acquiring and releasing (see the module docs).
+    async fn rebalance(&self, routes: &Routes) {
+        let me = self.membership.node_id();
+        if routes
+            .member(me)
+            .is_none_or(|m| m.state != MemberState::Ready)
+        {
+            return;
+        }
+        let placed: BTreeSet<ShardId> = routes.placed_on(me).into_iter().collect();
+        let wanted: BTreeSet<ShardId> = self.node.wanted_shards().into_iter().collect();
+        let served: BTreeSet<ShardId> = self
+            .node
+            .served_shards()
+            .into_iter()
+            .map(|t| t.shard)
+            .collect();
+        // New shards first, then those wanted but not yet claimed (their
+        // holder died or is releasing them: claim as soon as they are free).
+        let mut acquire: Vec<ShardId> = placed.difference(&wanted).copied().collect();
+        acquire.extend(
+            placed
+                .intersection(&wanted)
+                .filter(|s| !served.contains(s))
+                .copied(),
+        );
+        acquire.truncate(self.batch);
+        let release: Vec<ShardId> = wanted
+            .difference(&placed)
+            .copied()
+            .take(self.batch)
+            .collect();
+        if !release.is_empty() {
+            let node = self.node.clone();
+            let count = release.len();
+            match tokio::task::spawn_blocking(move || node.release_shards(&release)).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(shards = count, "released shards placed on other members")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "releasing shards failed; retried next round")
+                }
+                Err(e) => tracing::error!(error = %e, "the release task failed"),
+            }
+        }
+        if !acquire.is_empty() {
+            let node = self.node.clone();
+            match tokio::task::spawn_blocking(move || node.acquire_shards(&acquire)).await {
+                Ok(Ok(tokens)) if !tokens.is_empty() => {
+                    tracing::info!(shards = tokens.len(), "claimed shards placed on this node");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "claiming shards failed; retried next round")
+                }
+                Err(e) => tracing::error!(error = %e, "the claim task failed"),
+            }
+        }
+    }
+}

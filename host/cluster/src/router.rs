@@ -1,0 +1,215 @@
+//! [`Router`]: where the API sends commands and views. Alone, a node runs
+//! them itself; in a cluster, a request whose shard this node does not
+//! serve goes to the node that does ([`crate::forward`]), and while the
+//! shard is moving (released, its owner dead and its lease not yet
+//! expired, or claimed but not yet published) the request waits, up to
+//! `wait`, then fails with `ShardMoving` (503 / UNAVAILABLE + Retry-After).
+//!
+//! Invariants:
+//! - A request is retried only when it cannot have run (`NotOwner`,
+//!   `LeaseLapsed`, `ShardMoving`, a peer that refused the connection) or
+//!   when it carries the client's command id, whose deduplication holds on
+//!   every node (the journal's index): so a retry never applies a command
+//!   twice. A command without an id whose owner failed mid-request gets an
+//!   error saying its outcome is unknown.
+//! - The entity is checked here first (type deployed, id valid): a request
+//!   that cannot succeed anywhere is answered at once, not forwarded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stead_node::{CommandReply, Node, NodeError};
+use stead_types::ShardId;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::forward::{ForwardError, Peers};
+use crate::routes::Routes;
+
+/// The pause between attempts while a shard moves: short at first (a
+/// release is followed by a claim within milliseconds), then longer.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs requests where their shard is served.
+#[derive(Clone)]
+pub struct Router {
+    node: Arc<Node>,
+    cluster: Option<Arc<Forwarding>>,
+}
+
+/// What routing needs of the cluster.
+pub(crate) struct Forwarding {
+    pub(crate) node_id: String,
+    pub(crate) routes: watch::Receiver<Arc<Routes>>,
+    pub(crate) peers: Peers,
+    /// How long a request waits for a moving shard.
+    pub(crate) wait: Duration,
+}
+
+/// Where one attempt should go.
+enum Target {
+    Here,
+    Peer(String),
+    /// Nobody to try now; the reason says why.
+    Nobody(String),
+}
+
+impl Router {
+    /// A node alone: every request runs here.
+    pub fn local(node: Arc<Node>) -> Self {
+        Self {
+            node,
+            cluster: None,
+        }
+    }
+
+    pub(crate) fn clustered(node: Arc<Node>, forwarding: Arc<Forwarding>) -> Self {
+        Self {
+            node,
+            cluster: Some(forwarding),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Runs a command on the node serving its entity's shard.
+    pub async fn send(
+        &self,
+        entity_type: &str,
+        entity_id: &str,
+        command: Vec<u8>,
+        command_id: Option<String>,
+    ) -> Result<CommandReply, NodeError> {
+        let Some(cluster) = &self.cluster else {
+            return self
+                .node
+                .send(entity_type, entity_id, command, command_id)
+                .await;
+        };
+        let shard = self.node.check_entity(entity_type, entity_id)?;
+        let has_id = command_id.is_some();
+        let give_up = Instant::now() + cluster.wait;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let why = match self.target(cluster, shard) {
+                Target::Here => {
+                    match self
+                        .node
+                        .send(entity_type, entity_id, command.clone(), command_id.clone())
+                        .await
+                    {
+                        Err(e) if moved(&e) => e.to_string(),
+                        outcome => return outcome,
+                    }
+                }
+                Target::Peer(addr) => {
+                    match cluster
+                        .peers
+                        .send(
+                            &addr,
+                            entity_type,
+                            entity_id,
+                            command.clone(),
+                            command_id.clone(),
+                        )
+                        .await
+                    {
+                        Ok(Err(e)) if moved(&e) => e.to_string(),
+                        Ok(outcome) => return outcome,
+                        Err(e @ ForwardError::Unsent { .. }) => e.to_string(),
+                        Err(e @ ForwardError::Unknown { .. }) if has_id => e.to_string(),
+                        Err(e) => {
+                            return Err(NodeError::DeadlineExceeded(format!(
+                                "{e}; the command may have been applied: send it with an idempotency key (command id) to retry it safely"
+                            )));
+                        }
+                    }
+                }
+                Target::Nobody(why) => why,
+            };
+            if Instant::now() + backoff > give_up {
+                return Err(moving(shard, &why));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Reads an entity's view on the node serving its shard.
+    pub async fn view(&self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, NodeError> {
+        let Some(cluster) = &self.cluster else {
+            return self.node.view(entity_type, entity_id).await;
+        };
+        let shard = self.node.check_entity(entity_type, entity_id)?;
+        let give_up = Instant::now() + cluster.wait;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let why = match self.target(cluster, shard) {
+                Target::Here => match self.node.view(entity_type, entity_id).await {
+                    Err(e) if moved(&e) => e.to_string(),
+                    outcome => return outcome,
+                },
+                // A view changes nothing: any failure may be retried.
+                Target::Peer(addr) => match cluster.peers.view(&addr, entity_type, entity_id).await
+                {
+                    Ok(Err(e)) if moved(&e) => e.to_string(),
+                    Ok(outcome) => return outcome,
+                    Err(e) => e.to_string(),
+                },
+                Target::Nobody(why) => why,
+            };
+            if Instant::now() + backoff > give_up {
+                return Err(moving(shard, &why));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn target(&self, cluster: &Forwarding, shard: ShardId) -> Target {
+        if self.node.serves(shard) {
+            return Target::Here;
+        }
+        let routes = cluster.routes.borrow();
+        let Some(route) = routes.route(shard) else {
+            return Target::Nobody(format!("shard {shard} does not exist"));
+        };
+        // The holder published by gossip; if none (or only this node, whose
+        // lease is not valid now), the member it is placed on, which serves
+        // it as soon as it has claimed it.
+        if let Some(holder) = &route.holder
+            && holder.node_id != cluster.node_id
+        {
+            return Target::Peer(holder.grpc.clone());
+        }
+        match &route.placed {
+            Some(placed) if *placed == cluster.node_id => {
+                Target::Nobody("it is placed on this node, which has not claimed it yet".into())
+            }
+            Some(placed) => match routes.member(placed) {
+                Some(member) => Target::Peer(member.grpc.clone()),
+                None => Target::Nobody(format!("its member {placed} is gone")),
+            },
+            None => Target::Nobody("no member of the cluster is ready".into()),
+        }
+    }
+}
+
+/// Errors that say the request did not run because the shard is not
+/// served where it was tried.
+fn moved(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::NotOwner(_) | NodeError::LeaseLapsed(_) | NodeError::ShardMoving { .. }
+    )
+}
+
+fn moving(shard: ShardId, why: &str) -> NodeError {
+    NodeError::ShardMoving {
+        shard,
+        reason: format!("no node served it in time (last: {why})"),
+    }
+}
