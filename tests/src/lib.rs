@@ -2,6 +2,7 @@
 //! test process, and nodes on temporary data directories.
 
 pub mod chaos;
+pub mod cluster;
 pub mod lazyfs;
 
 use std::path::{Path, PathBuf};

@@ -27,7 +27,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("stead-journal", &["stead-types"]),
     ("stead-journal-sled", &["stead-types", "stead-journal"]),
     ("stead-journal-postgres", &["stead-types", "stead-journal"]),
-    ("stead-cluster", &["stead-types"]),
     ("stead-component", &[]),
     ("stead-runtime", &["stead-types", "stead-component"]),
     (
@@ -45,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-engine",
         ],
     ),
+    ("stead-cluster", &["stead-types", "stead-node"]),
     (
         "stead-api",
         &[
@@ -52,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-journal",
             "stead-runtime",
             "stead-node",
+            "stead-cluster",
         ],
     ),
     (
@@ -64,6 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-component",
             "stead-runtime",
             "stead-node",
+            "stead-cluster",
             "stead-api",
         ],
     ),
