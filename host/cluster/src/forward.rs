@@ -63,8 +63,11 @@ impl Peers {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.timeout)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
+            // A peer that stops answering (frozen, cut off) is noticed in
+            // about two seconds even while a request waits on it.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true);
         let client = PeerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

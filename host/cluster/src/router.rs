@@ -106,17 +106,14 @@ impl Router {
                     }
                 }
                 Target::Peer(addr) => {
-                    match cluster
-                        .peers
-                        .send(
-                            &addr,
-                            entity_type,
-                            entity_id,
-                            command.clone(),
-                            command_id.clone(),
-                        )
-                        .await
-                    {
+                    let forward = cluster.peers.send(
+                        &addr,
+                        entity_type,
+                        entity_id,
+                        command.clone(),
+                        command_id.clone(),
+                    );
+                    match until_gone(cluster, &addr, forward).await {
                         Ok(Err(e)) if moved(&e) => e.to_string(),
                         Ok(outcome) => return outcome,
                         Err(e @ ForwardError::Unsent { .. }) => e.to_string(),
@@ -153,7 +150,12 @@ impl Router {
                     outcome => return outcome,
                 },
                 // A view changes nothing: any failure may be retried.
-                Target::Peer(addr) => match cluster.peers.view(&addr, entity_type, entity_id).await
+                Target::Peer(addr) => match until_gone(
+                    cluster,
+                    &addr,
+                    cluster.peers.view(&addr, entity_type, entity_id),
+                )
+                .await
                 {
                     Ok(Err(e)) if moved(&e) => e.to_string(),
                     Ok(outcome) => return outcome,
@@ -195,6 +197,43 @@ impl Router {
             },
             None => Target::Nobody("no member of the cluster is ready".into()),
         }
+    }
+}
+
+/// Runs `forward` unless the peer at `addr` leaves the membership first
+/// (declared dead: a frozen or partitioned node holds its connections open
+/// without answering). The abandoned request took effect before the peer
+/// stopped (a retry with its command id finds it), or it never will: by the
+/// time another node serves the shard, the peer's lease has run out, which
+/// it checks before running anything, and its journal appends are fenced.
+async fn until_gone<T>(
+    cluster: &Forwarding,
+    addr: &str,
+    forward: impl std::future::Future<Output = Result<T, ForwardError>>,
+) -> Result<T, ForwardError> {
+    let mut routes = cluster.routes.clone();
+    let gone = async move {
+        loop {
+            if !routes
+                .borrow_and_update()
+                .members
+                .iter()
+                .any(|m| m.grpc == addr)
+            {
+                return;
+            }
+            if routes.changed().await.is_err() {
+                // No more views: never resolve, let the request finish.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        outcome = forward => outcome,
+        () = gone => Err(ForwardError::Unknown {
+            peer: addr.to_owned(),
+            reason: "it left the cluster (declared dead) before answering".into(),
+        }),
     }
 }
 
