@@ -67,6 +67,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "stead-node",
             "stead-cluster",
             "stead-api",
+            "stead-postgres-testing",
         ],
     ),
     // The SDK's harness runs components in a node, nothing above it.

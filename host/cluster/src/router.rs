@@ -89,7 +89,7 @@ impl Router {
                 .send(entity_type, entity_id, command, command_id)
                 .await;
         };
-        let shard = self.node.check_entity(entity_type, entity_id)?;
+        let shard = self.check_entity(entity_type, entity_id).await?;
         let has_id = command_id.is_some();
         let give_up = Instant::now() + cluster.wait;
         let mut backoff = FIRST_BACKOFF;
@@ -140,7 +140,7 @@ impl Router {
         let Some(cluster) = &self.cluster else {
             return self.node.view(entity_type, entity_id).await;
         };
-        let shard = self.node.check_entity(entity_type, entity_id)?;
+        let shard = self.check_entity(entity_type, entity_id).await?;
         let give_up = Instant::now() + cluster.wait;
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -168,6 +168,22 @@ impl Router {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// The entity's shard, once its type is known here: a type unknown
+    /// here may have just been deployed on another node, so the shared
+    /// deploys are read once before the type is called unknown.
+    async fn check_entity(&self, entity_type: &str, entity_id: &str) -> Result<ShardId, NodeError> {
+        match self.node.check_entity(entity_type, entity_id) {
+            Err(NodeError::UnknownType(_)) => {
+                let node = self.node.clone();
+                tokio::task::spawn_blocking(move || node.refresh_deployments())
+                    .await
+                    .map_err(|e| NodeError::Internal(format!("loading deploys: {e}")))??;
+                self.node.check_entity(entity_type, entity_id)
+            }
+            checked => checked,
         }
     }
 

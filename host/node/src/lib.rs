@@ -348,6 +348,16 @@ impl Node {
         Ok(type_info(&deployment))
     }
 
+    /// With a shared journal: loads the deploys made on other nodes now,
+    /// rather than at the next poll (a request for a type just deployed
+    /// elsewhere). Returns how many were loaded. Blocks on the database.
+    pub fn refresh_deployments(&self) -> Result<usize, NodeError> {
+        match &self.shared_deployments {
+            Some((shared, _)) => shared.load_new(),
+            None => Ok(0),
+        }
+    }
+
     /// The deployed entity types.
     pub fn types(&self) -> Vec<TypeInfo> {
         self.registry.list().iter().map(|d| type_info(d)).collect()

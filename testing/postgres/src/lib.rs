@@ -1,4 +1,6 @@
-//! A real PostgreSQL server for tests and benchmarks, never a mock.
+//! A real PostgreSQL server for tests and benchmarks, never a mock, and
+//! the one `stead cluster up` runs for a local cluster ([`Server::open_kept`]:
+//! its files kept in the cluster's data directory).
 //!
 //! [`Server::start`] runs `initdb` into a temporary directory and starts
 //! `postgres` on a free loopback port (as the `postgres` user when the
@@ -101,11 +103,28 @@ fn server_user() -> Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>, Error> 
 /// A PostgreSQL server of this process, stopped (immediate shutdown) and
 /// deleted on drop.
 pub struct Server {
-    dir: tempfile::TempDir,
+    dir: ServerDir,
     port: u16,
     /// `name=value` server settings beyond the defaults.
     settings: Vec<String>,
     child: Mutex<Option<Child>>,
+}
+
+/// Where a server's files live.
+enum ServerDir {
+    /// Deleted with the server (tests, benchmarks).
+    Temp(tempfile::TempDir),
+    /// Kept (`stead cluster up`'s journal).
+    Kept(PathBuf),
+}
+
+impl ServerDir {
+    fn path(&self) -> &Path {
+        match self {
+            ServerDir::Temp(dir) => dir.path(),
+            ServerDir::Kept(dir) => dir,
+        }
+    }
 }
 
 impl Server {
@@ -122,33 +141,31 @@ impl Server {
             .prefix("stead-pg-")
             .tempdir()
             .map_err(|e| failed("creating the server's directory", e))?;
-        let user = server_user()?;
-        if let Some((uid, gid)) = user {
-            nix::unistd::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| failed("handing the directory to the postgres user", e))?;
-        }
-        let data = dir.path().join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"])
-            .args(["--no-instructions", "--locale=C"])
-            .stdout(Stdio::null());
-        if let Some((uid, gid)) = user {
-            initdb.uid(uid.as_raw()).gid(gid.as_raw());
-        }
-        let out = initdb.output().map_err(|e| failed("running initdb", e))?;
-        if !out.status.success() {
-            return Err(failed(
-                "initdb",
-                String::from_utf8_lossy(&out.stderr).trim(),
-            ));
-        }
+        init(&bin, dir.path(), false)?;
         let server = Self {
-            dir,
+            dir: ServerDir::Temp(dir),
             port: free_port()?,
             settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            child: Mutex::new(None),
+        };
+        server.start_again()?;
+        Ok(server)
+    }
+
+    /// A server whose files stay in `dir` (created by `initdb` on first
+    /// use, durable: fsync on), started on loopback `port`. Stopped with a
+    /// fast shutdown on drop, its data kept.
+    pub fn open_kept(dir: &Path, port: u16) -> Result<Self, Error> {
+        let bin = bin_dir()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("creating {}", dir.display()), e))?;
+        if !dir.join("data/PG_VERSION").exists() {
+            init(&bin, dir, true)?;
+        }
+        let server = Self {
+            dir: ServerDir::Kept(dir.to_owned()),
+            port,
+            settings: Vec::new(),
             child: Mutex::new(None),
         };
         server.start_again()?;
@@ -207,6 +224,20 @@ impl Server {
         self.start_again()
     }
 
+    /// Creates `name` unless it exists (a kept server's journal database).
+    pub fn ensure_database(&self, name: &str) -> Result<(), Error> {
+        let mut client =
+            postgres::Client::connect(&self.database_url("postgres"), postgres::NoTls)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+            .is_some();
+        if !exists {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            client.batch_execute(&format!("CREATE DATABASE {quoted}"))?;
+        }
+        Ok(())
+    }
+
     /// A fresh database on this server, dropped with the handle.
     pub fn database(&self) -> Result<Database, Error> {
         Database::create(&self.url())
@@ -219,8 +250,43 @@ impl Server {
     }
 }
 
+/// `initdb` into `<dir>/data`, as the `postgres` user when we are root.
+fn init(bin: &Path, dir: &Path, durable: bool) -> Result<(), Error> {
+    let user = server_user()?;
+    if let Some((uid, gid)) = user {
+        nix::unistd::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| failed("handing the directory to the postgres user", e))?;
+    }
+    let mut initdb = Command::new(bin.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-U", USER, "-A", "trust", "-E", "UTF8"])
+        .args(["--no-instructions", "--locale=C"])
+        .stdout(Stdio::null());
+    if !durable {
+        initdb.arg("--no-sync");
+    }
+    if let Some((uid, gid)) = user {
+        initdb.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    let out = initdb.output().map_err(|e| failed("running initdb", e))?;
+    if !out.status.success() {
+        return Err(failed(
+            "initdb",
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ));
+    }
+    Ok(())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if let ServerDir::Kept(_) = self.dir {
+            // The data stays: shut down cleanly.
+            let _ = self.stop();
+            return;
+        }
         if let Some(mut running) = self.lock().take() {
             // Immediate shutdown: the directory is deleted next.
             let pid = nix::unistd::Pid::from_raw(running.id() as i32);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use stead_api::auth::{TOKEN_ENV, read_token};
 use stead_api::proto;
 
-use super::{Cli, Command};
+use super::{Cli, ClusterCommand, Command};
 
 /// A channel to `addr`: TLS for `https://`, trusting `ca_cert` if given,
 /// else the system's roots.
@@ -242,11 +242,71 @@ pub(crate) async fn client(cli: Cli) -> Result<()> {
                 println!("  uptime:          {:.1}s", info.uptime_ms as f64 / 1000.0);
             }
         }
-        Command::Up(_) | Command::Build { .. } | Command::Bench(_) => {
+        Command::Cluster(ClusterCommand::Status) => {
+            let status = admin
+                .cluster_status(proto::ClusterStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_cluster(&status, json);
+        }
+        Command::Up(_)
+        | Command::Build { .. }
+        | Command::Bench(_)
+        | Command::Cluster(ClusterCommand::Up(_)) => {
             bail!("handled before connecting")
         }
     }
     Ok(())
+}
+
+fn print_cluster(status: &proto::ClusterStatusResponse, json: bool) {
+    if json {
+        let members: Vec<_> = status
+            .members
+            .iter()
+            .map(|m| serde_json::json!({"node_id": m.node_id, "state": m.state, "grpc": m.grpc, "http": m.http, "shards_held": m.shards_held, "shards_placed": m.shards_placed}))
+            .collect();
+        let shards: Vec<_> = status
+            .shards
+            .iter()
+            .map(|s| serde_json::json!({"shard": s.shard, "holder": (!s.holder.is_empty()).then_some(&s.holder), "epoch": s.epoch, "placed": (!s.placed.is_empty()).then_some(&s.placed)}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"node_id": status.node_id, "members": members, "shards": shards})
+        );
+        return;
+    }
+    println!("cluster as {} sees it:", status.node_id);
+    println!(
+        "  {:<16} {:<8} {:<22} {:<22} {:>5} {:>6}",
+        "NODE", "STATE", "GRPC", "HTTP", "HELD", "PLACED"
+    );
+    for m in &status.members {
+        println!(
+            "  {:<16} {:<8} {:<22} {:<22} {:>5} {:>6}",
+            m.node_id, m.state, m.grpc, m.http, m.shards_held, m.shards_placed
+        );
+    }
+    let moving: Vec<String> = status
+        .shards
+        .iter()
+        .filter(|s| s.holder != s.placed)
+        .map(|s| {
+            let holder = if s.holder.is_empty() {
+                "nobody"
+            } else {
+                &s.holder
+            };
+            format!("{} ({holder} -> {})", s.shard, s.placed)
+        })
+        .collect();
+    if moving.is_empty() {
+        println!("  every shard is held by the node it is placed on");
+    } else {
+        println!("  {} shards moving: {}", moving.len(), moving.join(", "));
+    }
 }
 
 fn type_json(t: &proto::EntityType) -> serde_json::Value {

@@ -11,6 +11,7 @@
 mod bench;
 mod build;
 mod client;
+mod cluster;
 mod parse;
 mod up;
 
@@ -105,6 +106,9 @@ pub(crate) enum Command {
     Types,
     /// Show the node's version, data directory, shards and load.
     Info,
+    /// A local cluster, and the state of a cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Measure a node: throughput, latency, memory, recovery (see BENCHMARKS.md).
     Bench(BenchArgs),
     /// Build a guest crate into a validated component.
@@ -119,6 +123,16 @@ pub(crate) enum Command {
         #[arg(long)]
         target_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Run a local cluster: a PostgreSQL of its own under --data-dir and N
+    /// nodes (node-i from 0: gRPC 7400+i, HTTP 7480+i) until Ctrl-C.
+    Up(cluster::ClusterUpArgs),
+    /// Members, their states and each node's shards, as the node at --addr
+    /// sees them.
+    Status,
 }
 
 /// Runs the command line; the process exit code.
@@ -148,6 +162,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     if let Command::Up(args) = cli.command {
         return up::up(*args, cli.token_file);
+    }
+    if let Command::Cluster(ClusterCommand::Up(args)) = &cli.command {
+        return cluster::cluster_up(args);
     }
     if let Command::Bench(args) = cli.command {
         return bench::bench(args, &cli.addr, cli.json);

@@ -389,7 +389,7 @@ fn default_node_id() -> String {
     format!("{host}-{:x}{nanos:08x}", std::process::id())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
