@@ -185,6 +185,7 @@ fn demo() -> Result<()> {
         &root,
         &["build", "-p", "stead-cli", "--bin", "stead"],
     )?;
+    postgres::ensure_installed()?;
     step("the demo");
     demo::run(&root, &root.join("target/debug/stead"))
 }

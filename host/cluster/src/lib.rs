@@ -198,6 +198,12 @@ impl Cluster {
             Phase::Ready => {}
         }
         let routes = self.forwarding.routes.borrow().clone();
+        if routes
+            .member(self.node_id())
+            .is_none_or(|m| m.state != MemberState::Ready)
+        {
+            return Err("not yet seen as a ready member by its own gossip".into());
+        }
         let placed = routes.placed_on(self.node_id());
         let missing = placed.iter().filter(|&&s| !self.node.serves(s)).count();
         if missing > 0 {

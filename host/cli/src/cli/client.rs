@@ -305,7 +305,13 @@ fn print_cluster(status: &proto::ClusterStatusResponse, json: bool) {
     if moving.is_empty() {
         println!("  every shard is held by the node it is placed on");
     } else {
-        println!("  {} shards moving: {}", moving.len(), moving.join(", "));
+        let shown = moving.len().min(8);
+        let more = if moving.len() > shown { ", ..." } else { "" };
+        println!(
+            "  {} shards moving: {}{more}",
+            moving.len(),
+            moving[..shown].join(", ")
+        );
     }
 }
 
