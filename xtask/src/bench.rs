@@ -3,7 +3,8 @@
 //! Builds release binaries, starts a fresh `stead up` on a temporary data
 //! directory, deploys `account`, runs `stead bench http|grpc|hot` against it,
 //! stops it; does the same on a PostgreSQL journal (a server started on this
-//! machine) and runs `stead bench takeover` there; runs `stead bench
+//! machine) and runs `stead bench takeover` and `stead bench failover` (a
+//! 3-node cluster) there; runs `stead bench
 //! engine|memory|recovery` in process, then prints a table and writes
 //! `target/bench/report.json`. wrk and PostgreSQL are installed from
 //! Debian's packages when missing.
@@ -25,6 +26,8 @@ struct Sizes {
     recovery_events: usize,
     recovery_entities: usize,
     takeover_rounds: usize,
+    failover_rounds: usize,
+    forwarded_commands: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -36,6 +39,8 @@ const FULL: Sizes = Sizes {
     recovery_events: 10_000,
     recovery_entities: 100_000,
     takeover_rounds: 5,
+    failover_rounds: 20,
+    forwarded_commands: 5_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -47,6 +52,8 @@ const QUICK: Sizes = Sizes {
     recovery_events: 10_000,
     recovery_entities: 10_000,
     takeover_rounds: 2,
+    failover_rounds: 3,
+    forwarded_commands: 1_000,
 };
 
 fn ensure_wrk() -> Result<()> {
@@ -206,7 +213,27 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         ]
         .concat(),
     )?);
-    drop((db, takeover_db, postgres));
+    let failover_db = postgres.database()?;
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "failover".into(),
+                "--postgres".into(),
+                failover_db.url(),
+                "--component".into(),
+                account.display().to_string(),
+                "--rounds".into(),
+                s(&sizes.failover_rounds),
+                "--commands".into(),
+                s(&sizes.forwarded_commands),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
+    drop((db, takeover_db, failover_db, postgres));
 
     crate::step("in-process scenarios");
     let component = account.display().to_string();

@@ -24,13 +24,17 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   build-guests   build guests/ into validated components in target/guests/
-  demo           build everything and run the story: deploy, send, SIGKILL, recover
+  demo           build everything and run the story: deploy, send, SIGKILL, recover;
+                 then a 3-node cluster: failover after SIGKILL, the node back
   test           run every test (both workspaces, guest build and validation)
-  bench [--quick] the benchmark suite of one node (release build; report in target/bench/)
+  bench [--quick] the benchmark suite (release build; report in target/bench/)
   lint           cargo fmt --check and cargo clippy -D warnings, both workspaces
   chaos [--rounds N] [--fault sigkill|power-loss|both] [--seed S] [--entities N]
                  the long crash loop: N rounds of each fault against real node
                  processes (power loss needs root and /dev/fuse); report in target/chaos/
+  chaos --cluster [--rounds N] [--seed S] [--nodes N]
+                 the long cluster loop: a PostgreSQL and N nodes (3) under load, each
+                 round a SIGKILL, SIGSTOP past the ttl or SIGTERM of a random node
   fuzz [--seconds N] [--target NAME] [--sanitizer address|none]
                  cargo-fuzz (libFuzzer) on each fuzz/ target for N s (default 60),
                  installing cargo-fuzz if missing; report in target/fuzz/";
@@ -74,9 +78,18 @@ fn run() -> Result<()> {
 }
 
 /// `cargo xtask chaos`: builds the guests, `stead` and the chaos runner,
-/// then runs it with the user's flags (see `tests/src/bin/stead-chaos.rs`).
+/// then runs it with the user's flags (see `tests/src/bin/stead-chaos.rs`;
+/// with `--cluster`, `tests/src/bin/stead-cluster-chaos.rs`).
 fn chaos(flags: &[String]) -> Result<()> {
     let root = root();
+    let cluster = flags.iter().any(|f| f == "--cluster");
+    let flags: Vec<&String> = flags.iter().filter(|f| *f != "--cluster").collect();
+    let runner = if cluster {
+        postgres::ensure_installed()?;
+        "stead-cluster-chaos"
+    } else {
+        "stead-chaos"
+    };
     build_guests()?;
     run_cargo(
         "build stead and the chaos runner",
@@ -90,12 +103,16 @@ fn chaos(flags: &[String]) -> Result<()> {
             "-p",
             "stead-tests",
             "--bin",
-            "stead-chaos",
+            runner,
         ],
     )?;
     step("chaos");
-    let report = root.join("target/chaos/report.json");
-    let status = Command::new(root.join("target/debug/stead-chaos"))
+    let report = root.join(if cluster {
+        "target/chaos/cluster-report.json"
+    } else {
+        "target/chaos/report.json"
+    });
+    let status = Command::new(root.join("target/debug").join(runner))
         .arg("--stead")
         .arg(root.join("target/debug/stead"))
         .arg("--guests")

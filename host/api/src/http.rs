@@ -339,6 +339,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     if let Ok(stats) = state.node.stats().await {
         state.metrics.observe_node(stats);
     }
+    if let Some(cluster) = &state.cluster {
+        state.metrics.observe_cluster(cluster);
+    }
     (
         [(
             header::CONTENT_TYPE,

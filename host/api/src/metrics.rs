@@ -10,6 +10,8 @@
 //! | `stead_active_entities` | gauge | |
 //! | `stead_shards_held` | gauge | |
 //! | `stead_activations_total`, `stead_passivations_total` | counter | |
+//! | `stead_cluster_members` | gauge | `state` (`joining`, `ready`, `leaving`; members only) |
+//! | `stead_cluster_isolated` | gauge | 1 while cut off from most members and serving nothing |
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,11 @@ struct TypeLabels {
     entity_type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
@@ -51,6 +58,8 @@ pub struct Metrics {
     batch_entities: Histogram,
     active_entities: Gauge,
     shards_held: Gauge,
+    cluster_members: Family<StateLabels, Gauge>,
+    cluster_isolated: Gauge,
     activations: Counter,
     passivations: Counter,
     seen_activations: AtomicU64,
@@ -111,6 +120,18 @@ impl Metrics {
             "Shards whose lease this node holds and serves",
             shards_held.clone(),
         );
+        let cluster_members = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "stead_cluster_members",
+            "Cluster members this node sees, by state",
+            cluster_members.clone(),
+        );
+        let cluster_isolated = Gauge::default();
+        registry.register(
+            "stead_cluster_isolated",
+            "1 while this node is cut off from most of the cluster's members and serves nothing",
+            cluster_isolated.clone(),
+        );
         let activations = Counter::default();
         registry.register(
             "stead_activations",
@@ -132,6 +153,8 @@ impl Metrics {
             batch_entities,
             active_entities,
             shards_held,
+            cluster_members,
+            cluster_isolated,
             activations,
             passivations,
             seen_activations: AtomicU64::new(0),
@@ -171,6 +194,20 @@ impl Metrics {
             .swap(stats.passivations, Ordering::Relaxed);
         self.passivations
             .inc_by(stats.passivations.saturating_sub(p));
+    }
+
+    /// Brings the cluster gauges up to date (members only).
+    pub fn observe_cluster(&self, cluster: &stead_cluster::Cluster) {
+        let status = cluster.status();
+        for state in ["joining", "ready", "leaving"] {
+            let count = status.members.iter().filter(|m| m.state == state).count();
+            self.cluster_members
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(count as i64);
+        }
+        self.cluster_isolated.set(i64::from(cluster.is_isolated()));
     }
 
     /// The OpenMetrics text of every metric.

@@ -13,6 +13,12 @@
 //! shards gradually and recovery (lazy, per entity) never stampedes. It
 //! then publishes the leases it serves.
 //!
+//! A node cut off from most of the members it knows (reaching at most half
+//! of three or more) for longer than `isolation_bound` releases every
+//! shard and takes none until it reaches a majority again: the majority's
+//! members take its shards at once instead of failing requests to a node
+//! they cannot reach, and it says so in its log, `/readyz` and metrics.
+//!
 //! Invariants:
 //! - Nothing is released on a view in which this node itself is not a ready
 //!   member (a view that is still forming, or this node leaving): a
@@ -53,6 +59,11 @@ pub(crate) struct Controller {
     pub(crate) batch: usize,
     /// How long a new node listens to gossip before it says it is ready.
     pub(crate) settle: Duration,
+    /// How long a node may be cut off from most of the members before it
+    /// stops serving.
+    pub(crate) isolation_bound: Duration,
+    /// Set while this node is cut off past the bound and serves nothing.
+    pub(crate) isolated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Controller {
@@ -66,6 +77,7 @@ impl Controller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let started = tokio::time::Instant::now();
         let mut published: Option<Vec<FenceToken>> = None;
+        let mut cut_off_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -101,7 +113,7 @@ impl Controller {
                     "joined the cluster as a ready member"
                 );
             }
-            if now == Phase::Ready {
+            if now == Phase::Ready && !self.check_isolation(&mut cut_off_since).await {
                 self.rebalance(&routes).await;
             }
             let served = self.node.served_shards();
@@ -110,6 +122,54 @@ impl Controller {
                 published = Some(served);
             }
         }
+    }
+
+    /// Whether this node is cut off from most of the members for longer
+    /// than the bound; on crossing it, gives up every shard (so the
+    /// majority can take them over without waiting for lease expiry), and
+    /// serves again once it reaches a majority.
+    async fn check_isolation(&self, since: &mut Option<tokio::time::Instant>) -> bool {
+        use std::sync::atomic::Ordering;
+        let census = self.membership.census().await;
+        if !census.cut_off() {
+            if since.take().is_some() && self.isolated.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    reachable = census.reachable,
+                    known = census.known,
+                    "reaches a majority of the cluster again: serving again"
+                );
+            }
+            return false;
+        }
+        let started = *since.get_or_insert_with(|| {
+            tracing::warn!(reachable = census.reachable, known = census.known, bound = ?self.isolation_bound, "cut off from most of the cluster's members; stops serving if this lasts");
+            tokio::time::Instant::now()
+        });
+        if started.elapsed() < self.isolation_bound {
+            return false;
+        }
+        if !self.isolated.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                reachable = census.reachable,
+                known = census.known,
+                "cut off from most of the cluster's members for longer than {:?}: releasing every shard and serving nothing until a majority is reachable",
+                self.isolation_bound
+            );
+        }
+        let wanted = self.node.wanted_shards();
+        if !wanted.is_empty() {
+            let node = self.node.clone();
+            match tokio::task::spawn_blocking(move || node.release_shards(&wanted)).await {
+                Ok(Ok(released)) => {
+                    tracing::warn!(shards = released.len(), "released every shard (cut off)")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "releasing shards failed; they stop being served when their leases run out")
+                }
+                Err(e) => tracing::error!(error = %e, "the release task failed"),
+            }
+        }
+        true
     }
 
     /// One round of acquiring and releasing (see the module docs).

@@ -47,6 +47,8 @@ use routes::Routes;
 pub const DEFAULT_REBALANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Default most shards acquired, and most released, per round.
 pub const DEFAULT_REBALANCE_BATCH: usize = 64;
+/// Default longest time a node cut off from most members keeps serving.
+pub const DEFAULT_ISOLATION_BOUND: Duration = Duration::from_secs(5);
 /// Default longest wait of a request for a moving shard.
 pub const DEFAULT_FORWARD_WAIT: Duration = Duration::from_secs(5);
 
@@ -62,6 +64,8 @@ pub struct ClusterConfig {
     /// How long a starting node listens to gossip before it says it is
     /// ready (so it learns the members before placement counts it).
     pub settle: Duration,
+    /// How long a node cut off from most members keeps serving.
+    pub isolation_bound: Duration,
 }
 
 impl ClusterConfig {
@@ -75,6 +79,7 @@ impl ClusterConfig {
             forward_wait: DEFAULT_FORWARD_WAIT,
             forward_timeout: Duration::from_secs(30),
             settle,
+            isolation_bound: DEFAULT_ISOLATION_BOUND,
         }
     }
 }
@@ -96,6 +101,7 @@ pub struct Cluster {
     phase: watch::Sender<Phase>,
     controller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     gossip_interval: Duration,
+    isolated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One member in [`ClusterStatus`].
@@ -155,6 +161,7 @@ impl Cluster {
             wait: config.forward_wait,
         });
         let (phase, phase_rx) = watch::channel(Phase::Joining);
+        let isolated = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let controller = Controller {
             node: node.clone(),
             membership: membership.clone(),
@@ -162,6 +169,8 @@ impl Cluster {
             interval: config.rebalance_interval,
             batch: config.rebalance_batch.max(1),
             settle: config.settle,
+            isolation_bound: config.isolation_bound,
+            isolated: isolated.clone(),
         };
         let phase_tx = phase.clone();
         let controller = tokio::spawn(controller.run(phase_rx, phase_tx));
@@ -173,6 +182,7 @@ impl Cluster {
             phase,
             controller: std::sync::Mutex::new(Some(controller)),
             gossip_interval,
+            isolated,
         })
     }
 
@@ -197,6 +207,9 @@ impl Cluster {
             Phase::Leaving | Phase::Stopped => return Err("leaving the cluster".into()),
             Phase::Ready => {}
         }
+        if self.is_isolated() {
+            return Err("cut off from most of the cluster's members: serving nothing until a majority is reachable".into());
+        }
         let routes = self.forwarding.routes.borrow().clone();
         if routes
             .member(self.node_id())
@@ -214,6 +227,12 @@ impl Cluster {
             ));
         }
         Ok(())
+    }
+
+    /// Whether this node is cut off from most members past the bound (it
+    /// serves nothing then).
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Members, their states and each shard's holder and placement.

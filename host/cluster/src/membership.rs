@@ -83,6 +83,24 @@ pub struct Member {
     pub shards: Vec<FenceToken>,
 }
 
+/// What [`Membership::census`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Live members, this node included.
+    pub reachable: usize,
+    /// Live members and those dead without leaving.
+    pub known: usize,
+}
+
+impl Census {
+    /// Cut off from most of the cluster: with three or more known members,
+    /// reaching at most half of them. (With two, neither side is a
+    /// majority: the leases alone keep them safe.)
+    pub fn cut_off(&self) -> bool {
+        self.known >= 3 && self.reachable * 2 <= self.known
+    }
+}
+
 /// How a node joins the gossip.
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
@@ -158,7 +176,9 @@ impl Membership {
             initial_interval: config.gossip_interval,
             sampling_window_size: 100,
             max_interval: Duration::from_secs(2),
-            dead_node_grace_period: Duration::from_secs(600),
+            // A crashed node that never comes back counts toward the
+            // majority this long (see `census`).
+            dead_node_grace_period: Duration::from_secs(60),
         };
         let chitchat_config = ChitchatConfig {
             chitchat_id,
@@ -167,7 +187,7 @@ impl Membership {
             listen_addr: config.gossip_listen,
             seed_nodes: config.seeds.clone(),
             failure_detector_config,
-            marked_for_deletion_grace_period: Duration::from_secs(600),
+            marked_for_deletion_grace_period: Duration::from_secs(60),
             catchup_callback: None,
             extra_liveness_predicate: Some(Box::new(|state: &NodeState| {
                 state.contains_key(KEY_GRPC) && state.contains_key(KEY_STATE)
@@ -230,6 +250,33 @@ impl Membership {
         self.handle
             .with_chitchat(|c| c.self_node_state().set(KEY_SHARDS, &text))
             .await;
+    }
+
+    /// How many nodes this one reaches, of those it knows: the live
+    /// members, and the dead ones that did not leave gracefully (a node
+    /// that said `leaving` before it went is not missed), counted by node
+    /// id. Dead nodes are forgotten after chitchat's grace period.
+    pub async fn census(&self) -> Census {
+        self.handle
+            .with_chitchat(|c| {
+                let live: std::collections::BTreeSet<String> =
+                    c.live_nodes().map(|id| id.node_id.to_string()).collect();
+                let mut known = live.clone();
+                for id in c.dead_nodes() {
+                    let left = c
+                        .node_state(id)
+                        .and_then(|s| s.get(KEY_STATE))
+                        .is_some_and(|s| s == MemberState::Leaving.as_str());
+                    if !left {
+                        known.insert(id.node_id.to_string());
+                    }
+                }
+                Census {
+                    reachable: live.len(),
+                    known: known.len(),
+                }
+            })
+            .await
     }
 
     /// The live members now (self included), by node id.

@@ -9,6 +9,7 @@
 //! Figures are read by people (`BENCHMARKS.md`); nothing here asserts a
 //! timing.
 
+pub mod failover;
 pub mod inprocess;
 pub mod network;
 pub mod takeover;

@@ -69,6 +69,21 @@ enum BenchScenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A cluster on the --postgres journal: the latency of a forwarded
+    /// command against one sent to the entity's holder, then rounds of
+    /// SIGKILL of an entity's holder and the time to the first command
+    /// served for it through a survivor.
+    Failover {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Sequential commands timed at the holder, and forwarded.
+        #[arg(long, default_value_t = 2000)]
+        commands: usize,
+    },
     /// In process: commands/s through shards, wasm and journal.
     Engine {
         #[arg(long)]
@@ -163,6 +178,25 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
                 url,
                 std::time::Duration::from_millis(ttl_ms.max(10)),
                 rounds.max(1),
+            ))?
+        }
+        BenchScenario::Failover {
+            component,
+            nodes,
+            rounds,
+            commands,
+        } => {
+            let url = args
+                .postgres
+                .as_deref()
+                .context("the failover scenario needs --postgres URL")?;
+            runtime()?.block_on(crate::bench::failover::failover(
+                &args.work_dir,
+                &component,
+                url,
+                nodes.max(2),
+                rounds.max(1),
+                commands.max(2),
             ))?
         }
         BenchScenario::Engine {

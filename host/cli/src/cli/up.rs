@@ -172,6 +172,11 @@ pub(crate) struct ClusterArgs {
     /// before it fails with 503 / UNAVAILABLE.
     #[arg(long, env = "STEAD_FORWARD_WAIT", default_value = "5s", value_parser = lease_time)]
     forward_wait: std::time::Duration,
+    /// How long a node cut off from most of the cluster's members (three or
+    /// more) keeps serving before it releases every shard and serves
+    /// nothing until it reaches a majority again.
+    #[arg(long, env = "STEAD_ISOLATION_BOUND", default_value = "5s", value_parser = lease_time)]
+    isolation_bound: std::time::Duration,
 }
 
 /// `stead_types::config::DEFAULT_DEDUP_HORIZON` as the flag spells it (a
@@ -373,6 +378,7 @@ fn cluster_config(
     config.rebalance_interval = cluster.rebalance_interval;
     config.rebalance_batch = cluster.rebalance_batch.get();
     config.forward_wait = cluster.forward_wait;
+    config.isolation_bound = cluster.isolation_bound;
     Ok(Some(config))
 }
 

@@ -176,6 +176,84 @@ async fn a_leaving_member_is_seen_leaving_before_it_stops() {
     b.shutdown();
 }
 
+/// Waits until `m`'s census satisfies `done`.
+async fn wait_census(m: &Membership, what: &str, done: impl Fn(Census) -> bool) -> Census {
+    let started = Instant::now();
+    loop {
+        let census = m.census().await;
+        if done(census) {
+            return census;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s: {census:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_member_cut_off_from_the_others_knows_it_and_the_majority_does_not_think_so() {
+    let transport = ChannelTransport::with_mtu(65_507);
+    let addr = |i: u16| -> SocketAddr { ([127, 0, 0, 1], 10_000 + i).into() };
+    let mut members = Vec::new();
+    for (i, seeds) in [(1, vec![]), (2, vec![1]), (3, vec![1, 2])] {
+        let m = Membership::start(config(i, &seeds), &transport)
+            .await
+            .expect("start");
+        m.set_state(MemberState::Ready).await;
+        members.push(m);
+    }
+    for m in &members {
+        wait_census(m, "all three reach each other", |c| c.reachable == 3).await;
+    }
+    // A partition: node-3 on one side, node-1 and node-2 on the other.
+    for other in [1, 2] {
+        transport.remove_link(addr(3), addr(other)).await;
+    }
+    let isolated = wait_census(&members[2], "node-3 sees itself cut off", |c| c.cut_off()).await;
+    assert_eq!((isolated.reachable, isolated.known), (1, 3));
+    let majority = wait_census(&members[0], "node-1 misses node-3", |c| c.reachable == 2).await;
+    assert!(!majority.cut_off(), "{majority:?}");
+    // Healed: node-3 reaches the majority again.
+    for other in [1, 2] {
+        transport.add_link(addr(3), addr(other)).await;
+    }
+    wait_census(&members[2], "node-3 reaches everyone again", |c| {
+        !c.cut_off()
+    })
+    .await;
+    // A member that leaves gracefully is not missed: two of two is a majority.
+    members[2].set_state(MemberState::Leaving).await;
+    wait_for(&members[0], Duration::from_secs(5), "node-3 leaving", |m| {
+        ids(m, MemberState::Leaving) == ["node-3"]
+    })
+    .await;
+    members[2].shutdown();
+    let after = wait_census(&members[0], "node-3 gone", |c| c.reachable == 2).await;
+    assert_eq!(
+        after.known, 2,
+        "a member that left is not counted: {after:?}"
+    );
+    for m in &members[..2] {
+        m.shutdown();
+    }
+}
+
+#[test]
+fn a_census_is_cut_off_only_from_three_known_members_reaching_at_most_half() {
+    let census = |reachable, known| Census { reachable, known };
+    assert!(census(1, 3).cut_off());
+    assert!(census(2, 4).cut_off());
+    assert!(!census(2, 3).cut_off());
+    assert!(
+        !census(1, 2).cut_off(),
+        "two members: no majority either way"
+    );
+    assert!(!census(1, 1).cut_off());
+    assert!(!census(3, 5).cut_off());
+}
+
 #[test]
 fn shard_lists_round_trip_and_malformed_pairs_are_skipped() {
     let shards = vec![
