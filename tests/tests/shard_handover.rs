@@ -143,3 +143,45 @@ fn a_second_node_claiming_a_shard_fences_the_first_on_a_shared_journal() {
         "the fenced append wrote nothing"
     );
 }
+
+#[test]
+fn a_shard_taken_back_after_another_node_wrote_to_it_is_recovered_from_the_journal_not_from_memory()
+{
+    let store = MemoryStore::new();
+    let open = |dir: &tempfile::TempDir, acquire_all: bool| {
+        let mut config = test_config(dir.path());
+        config.journal = JournalConfig::Memory;
+        config.acquire_all_at_open = acquire_all;
+        Node::builder(config)
+            .journal(Arc::new(MemoryJournal::on(store.clone())))
+            .open()
+            .expect("node opens")
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let a = open(&dir_a, true);
+    a.deploy(&guest("account")).expect("deploy on a");
+    send(&a, "acc-4", r#"{"open":{"owner":"ada"}}"#).expect("open on a");
+    send(&a, "acc-4", r#"{"deposit":{"amount":5}}"#).expect("deposit on a");
+    let shard = a.shard_of("account", "acc-4");
+
+    // b takes the shard (a's worker is not told), writes, and gives it up.
+    let b = open(&dir_b, false);
+    b.deploy(&guest("account")).expect("deploy on b");
+    b.acquire_shards(&[shard]).expect("b claims");
+    assert_eq!(
+        send(&b, "acc-4", r#"{"deposit":{"amount":10}}"#),
+        Ok(json!({"balance": 15}))
+    );
+    b.release_shards(&[shard]).expect("b releases");
+
+    // a claims it back: acc-4 in its memory (balance 5) is stale.
+    a.acquire_shards(&[shard]).expect("a claims again");
+    assert_eq!(
+        send(&a, "acc-4", r#"{"deposit":{"amount":1}}"#),
+        Ok(json!({"balance": 16})),
+        "a recovered acc-4 from the journal, with b's event"
+    );
+}

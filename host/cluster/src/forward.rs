@@ -197,14 +197,21 @@ impl PeerService {
             .max_encoding_message_size(usize::MAX)
     }
 
-    /// `NotOwner` unless this node serves the entity's shard now.
-    fn check_served(&self, entity_type: &str, entity_id: &str) -> Result<(), NodeError> {
+    /// `NotOwner` unless this node serves the entity's shard now; a type
+    /// the sender knows but this node does not yet (deployed a moment ago
+    /// elsewhere) is looked up in the shared deploys first.
+    async fn check_served(&self, entity_type: &str, entity_id: &str) -> Result<(), NodeError> {
         let shard = self.node.shard_of(entity_type, entity_id);
-        if self.node.serves(shard) {
-            Ok(())
-        } else {
-            Err(NodeError::NotOwner(shard))
+        if !self.node.serves(shard) {
+            return Err(NodeError::NotOwner(shard));
         }
+        if let Err(NodeError::UnknownType(_)) = self.node.check_entity(entity_type, entity_id) {
+            let node = self.node.clone();
+            tokio::task::spawn_blocking(move || node.refresh_deployments())
+                .await
+                .map_err(|e| NodeError::Internal(format!("loading deploys: {e}")))??;
+        }
+        Ok(())
     }
 }
 
@@ -225,7 +232,7 @@ impl proto::peer_server::Peer for PeerService {
         request: tonic::Request<proto::PeerSendRequest>,
     ) -> Result<tonic::Response<proto::PeerOutcome>, tonic::Status> {
         let req = request.into_inner();
-        let outcome = match self.check_served(&req.entity_type, &req.entity_id) {
+        let outcome = match self.check_served(&req.entity_type, &req.entity_id).await {
             Err(e) => Err(e),
             Ok(()) => {
                 self.node
@@ -255,7 +262,7 @@ impl proto::peer_server::Peer for PeerService {
         request: tonic::Request<proto::PeerViewRequest>,
     ) -> Result<tonic::Response<proto::PeerOutcome>, tonic::Status> {
         let req = request.into_inner();
-        let outcome = match self.check_served(&req.entity_type, &req.entity_id) {
+        let outcome = match self.check_served(&req.entity_type, &req.entity_id).await {
             Err(e) => Err(e),
             Ok(()) => self.node.view(&req.entity_type, &req.entity_id).await,
         };

@@ -340,10 +340,15 @@ impl Worker {
         for token in &tokens {
             let lease = HeldLease::new(*token, valid_until);
             self.board.insert(lease.clone());
-            // Entities of a shard held before are stale: another holder may
-            // have written since.
-            if self.fences.insert(token.shard, lease).is_none() {
+            // The shard's entities in memory stay only if this claim directly
+            // follows this worker's own lease (epoch + 1): any other claim in
+            // between (another node took the shard, maybe wrote, released it)
+            // moved the epoch further, and they are stale.
+            let previous = self.fences.insert(token.shard, lease);
+            if previous.is_none_or(|old| old.token.epoch + 1 != token.epoch) {
+                let before = self.entities.len();
                 self.entities.retain(|key, _| key.shard != token.shard);
+                self.after_passivation(before - self.entities.len());
             }
         }
         if !tokens.is_empty() {

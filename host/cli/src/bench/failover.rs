@@ -219,11 +219,15 @@ pub async fn failover(
         .context("the holder")?;
     let other = (local + 1) % count;
     let mut timed = [Vec::with_capacity(commands), Vec::with_capacity(commands)];
-    for (which, node) in [(0, local), (1, other)] {
-        let mut client = EntitiesClient::new(connect(&members[node].grpc).await?);
-        for i in 0..commands {
+    let mut clients = [
+        EntitiesClient::new(connect(&members[local].grpc).await?),
+        EntitiesClient::new(connect(&members[other].grpc).await?),
+    ];
+    // Interleaved, so both see the same entity, database and machine state.
+    for i in 0..commands {
+        for (which, client) in clients.iter_mut().enumerate() {
             let started = Instant::now();
-            send(&mut client, entity, r#"{"deposit":{"amount":1}}"#, "").await?;
+            send(client, entity, r#"{"deposit":{"amount":1}}"#, "").await?;
             // The first command of each sets up the connections.
             if i > 0 {
                 timed[which].push(started.elapsed());
@@ -240,6 +244,8 @@ pub async fn failover(
     let mut failovers = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let entity = format!("failover-{round}");
+        // Node 0 may have been restarted (on a new port) by an earlier round.
+        let mut first = EntitiesClient::new(connect(&members[0].grpc).await?);
         send(&mut first, &entity, r#"{"open":{"owner":"bench"}}"#, "open").await?;
         let owner = holder(&members[0], &entity).await?;
         let victim = members
