@@ -10,7 +10,8 @@
 //!   `LeaseLapsed`, `ShardMoving`, a peer that refused the connection) or
 //!   when it carries the client's command id, whose deduplication holds on
 //!   every node (the journal's index): so a retry never applies a command
-//!   twice. A command without an id whose owner failed mid-request gets an
+//!   twice. The latter covers a journal failure under a lease this node
+//!   has lost since (it was frozen past its ttl). A command without an id whose owner failed mid-request gets an
 //!   error saying its outcome is unknown.
 //! - The entity is checked here first (type deployed, id valid): a request
 //!   that cannot succeed anywhere is answered at once, not forwarded.
@@ -18,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use stead_node::{CommandReply, Node, NodeError};
+use stead_node::{CommandReply, JournalError, Node, NodeError};
 use stead_types::ShardId;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -102,6 +103,16 @@ impl Router {
                         .await
                     {
                         Err(e) if moved(&e) => e.to_string(),
+                        // The journal failed under a lease this node has
+                        // since lost (it was frozen or cut off): the shard
+                        // is elsewhere now, and the client's id makes a
+                        // retry there safe. With the lease still held, the
+                        // database is down: that answer goes to the client.
+                        Err(e @ NodeError::Storage(JournalError::Unavailable(_)))
+                            if has_id && !self.node.serves(shard) =>
+                        {
+                            e.to_string()
+                        }
                         outcome => return outcome,
                     }
                 }

@@ -43,6 +43,7 @@ mod deployments;
 use deployments::{Poller, SharedDeployments};
 
 pub use stead_engine::{CommandReply, LeaseStatus};
+pub use stead_journal::JournalError;
 pub use stead_types::config::{JournalConfig, NodeConfig};
 pub use stead_types::{Clock, SettableClock, SystemClock};
 

@@ -4,8 +4,11 @@
 //! holding its shard, and times the kill to the first command served for
 //! that entity through a survivor (a client retrying every 10 ms); the node
 //! is restarted under its id and the cluster settles before the next round.
-//! Before the rounds, the latency of commands sent to the entity's holder
-//! and of the same commands sent through another node (forwarded).
+//! Before the rounds: the throughput of gRPC clients (64 in flight) against
+//! node 0 alone, then spread over every node once all have joined (all on
+//! one machine's cores: the cost of forwarding and coordination, not
+//! scale-out), and the latency of commands sent to an entity's holder and
+//! of the same commands sent through another node (forwarded).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -174,6 +177,7 @@ pub async fn failover(
     nodes: usize,
     rounds: usize,
     commands: usize,
+    duration: Duration,
 ) -> Result<Vec<Figure>> {
     let stead: PathBuf = std::env::current_exe().context("the stead binary")?;
     let dir = tempfile::tempdir_in(work_dir).context("a work directory")?;
@@ -192,11 +196,9 @@ pub async fn failover(
         .map(|m| format!("127.0.0.1:{}", m.gossip))
         .collect();
     let seeds = seeds.join(",");
-    for member in &mut members {
-        member.start(&stead, url, &seeds)?;
-    }
-    let count = members.len();
-    wait_settled(&members, count).await?;
+    // One node first: the yardstick of the cluster's throughput.
+    members[0].start(&stead, url, &seeds)?;
+    wait_settled(&members, 1).await?;
     let deployed = Command::new(&stead)
         .args(["--addr", &members[0].grpc, "deploy"])
         .arg(component)
@@ -206,6 +208,27 @@ pub async fn failover(
     if !deployed.success() {
         bail!("deploying {} failed", component.display());
     }
+    let workload = super::network::Workload {
+        entity_type: "account".into(),
+        entities: 1000,
+        setup: Some(r#"{"open":{"owner":"bench"}}"#.into()),
+        command: r#"{"deposit":{"amount":1}}"#.into(),
+    };
+    let alone =
+        super::network::grpc_over(&[members[0].grpc.clone()], &workload, 4, 64, duration).await?;
+    for member in members.iter_mut().skip(1) {
+        member.start(&stead, url, &seeds)?;
+    }
+    let count = members.len();
+    wait_settled(&members, count).await?;
+    let all: Vec<String> = members.iter().map(|m| m.grpc.clone()).collect();
+    let together = super::network::grpc_over(&all, &workload, 4, 64, duration).await?;
+    let figure = |figures: &[Figure], name: &str| {
+        figures
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(0.0, |f| f.value)
+    };
 
     // Local against forwarded: one entity, sequential commands sent to its
     // holder, then through another node.
@@ -301,6 +324,20 @@ pub async fn failover(
             "ms",
         ),
         Figure::new(scenario, "rounds", lat.count as f64, "kills"),
+        Figure::new(
+            scenario,
+            &format!("{count} nodes, persisted commands/s (clients on every node)"),
+            figure(&together, "persisted commands/s"),
+            "req/s",
+        )
+        .against("1 node", figure(&alone, "persisted commands/s"), "req/s"),
+        Figure::new(
+            scenario,
+            &format!("{count} nodes, p99"),
+            figure(&together, "p99"),
+            "ms",
+        )
+        .against("1 node", figure(&alone, "p99"), "ms"),
         Figure::new(scenario, "forwarded command, p50", ms(forwarded.p50), "ms").against(
             "at the holder",
             ms(at_holder.p50),

@@ -362,14 +362,30 @@ pub async fn grpc(
     concurrency: usize,
     duration: Duration,
 ) -> Result<Vec<Figure>> {
-    prepare(grpc, w).await?;
+    grpc_over(&[grpc.to_owned()], w, connections, concurrency, duration).await
+}
+
+/// [`grpc`] with its connections spread over several nodes (each gets
+/// `connections`), e.g. every member of a cluster.
+pub async fn grpc_over(
+    nodes: &[String],
+    w: &Workload,
+    connections: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Vec<Figure>> {
+    let first = nodes.first().context("no node to send to")?;
+    prepare(first, w).await?;
     progress(&format!(
-        "gRPC: {concurrency} in flight over {connections} connections, {}s",
+        "gRPC: {concurrency} in flight over {connections} connections to each of {} node(s), {}s",
+        nodes.len(),
         duration.as_secs()
     ));
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
-        clients.push(EntitiesClient::new(channel(grpc).await?));
+        for node in nodes {
+            clients.push(EntitiesClient::new(channel(node).await?));
+        }
     }
     let deadline = Instant::now() + duration;
     let errors = Arc::new(AtomicU64::new(0));

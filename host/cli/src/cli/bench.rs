@@ -197,6 +197,7 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
                 nodes.max(2),
                 rounds.max(1),
                 commands.max(2),
+                duration,
             ))?
         }
         BenchScenario::Engine {
