@@ -215,14 +215,36 @@ pub async fn failover(
         command: r#"{"deposit":{"amount":1}}"#.into(),
     };
     let alone =
-        super::network::grpc_over(&[members[0].grpc.clone()], &workload, 4, 64, duration).await?;
+        super::network::grpc_over(&[members[0].grpc.clone()], &workload, 4, 64, duration, None)
+            .await?;
     for member in members.iter_mut().skip(1) {
         member.start(&stead, url, &seeds)?;
     }
     let count = members.len();
     wait_settled(&members, count).await?;
     let all: Vec<String> = members.iter().map(|m| m.grpc.clone()).collect();
-    let together = super::network::grpc_over(&all, &workload, 4, 64, duration).await?;
+    let together = super::network::grpc_over(&all, &workload, 4, 64, duration, None).await?;
+    // The same, each client sending only to the entities its node holds:
+    // the cluster without forwarding.
+    let status = AdminClient::new(connect(&members[0].grpc).await?)
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for id in 0..workload.entities {
+        let shard = stead_types::shard::shard_of("account", &format!("bench-{id}"), SHARDS);
+        let holder = status
+            .shards
+            .iter()
+            .find(|s| s.shard == shard)
+            .map(|s| s.holder.as_str())
+            .unwrap_or_default();
+        if let Some(node) = members.iter().position(|m| m.id == holder) {
+            held[node].push(id);
+        }
+    }
+    let unforwarded =
+        super::network::grpc_over(&all, &workload, 4, 64, duration, Some(&held)).await?;
     let figure = |figures: &[Figure], name: &str| {
         figures
             .iter()
@@ -328,6 +350,15 @@ pub async fn failover(
             scenario,
             &format!("{count} nodes, persisted commands/s (clients on every node)"),
             figure(&together, "persisted commands/s"),
+            "req/s",
+        )
+        .against("1 node", figure(&alone, "persisted commands/s"), "req/s"),
+        Figure::new(
+            scenario,
+            &format!(
+                "{count} nodes, persisted commands/s, each client to the holders (no forwarding)"
+            ),
+            figure(&unforwarded, "persisted commands/s"),
             "req/s",
         )
         .against("1 node", figure(&alone, "persisted commands/s"), "req/s"),

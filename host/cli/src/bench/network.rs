@@ -362,17 +362,28 @@ pub async fn grpc(
     concurrency: usize,
     duration: Duration,
 ) -> Result<Vec<Figure>> {
-    grpc_over(&[grpc.to_owned()], w, connections, concurrency, duration).await
+    grpc_over(
+        &[grpc.to_owned()],
+        w,
+        connections,
+        concurrency,
+        duration,
+        None,
+    )
+    .await
 }
 
 /// [`grpc`] with its connections spread over several nodes (each gets
-/// `connections`), e.g. every member of a cluster.
+/// `connections`), e.g. every member of a cluster. With `only`, the
+/// clients of node `i` send only to the entities `only[i]` (e.g. those it
+/// holds, so that nothing is forwarded).
 pub async fn grpc_over(
     nodes: &[String],
     w: &Workload,
     connections: usize,
     concurrency: usize,
     duration: Duration,
+    only: Option<&[Vec<usize>]>,
 ) -> Result<Vec<Figure>> {
     let first = nodes.first().context("no node to send to")?;
     prepare(first, w).await?;
@@ -396,6 +407,11 @@ pub async fn grpc_over(
             w.clone(),
             errors.clone(),
         );
+        // Clients were made node after node: this one talks to `node`.
+        let node = (t % clients.len()) % nodes.len();
+        let ids: Option<Vec<usize>> = only
+            .and_then(|only| only.get(node).cloned())
+            .filter(|ids| !ids.is_empty());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut n = t;
@@ -403,7 +419,11 @@ pub async fn grpc_over(
                 n = n
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let id = (n >> 33) % w.entities.max(1);
+                let pick = n >> 33;
+                let id = match &ids {
+                    Some(ids) => ids[pick % ids.len()],
+                    None => pick % w.entities.max(1),
+                };
                 let started = Instant::now();
                 match client.send(request(&w, id, &w.command)).await {
                     Ok(_) => samples.push(started.elapsed()),
