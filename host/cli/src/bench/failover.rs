@@ -4,7 +4,9 @@
 //! holding its shard, and times the kill to the first command served for
 //! that entity through a survivor (a client retrying every 10 ms); the node
 //! is restarted under its id and the cluster settles before the next round.
-//! Before the rounds: the throughput of gRPC clients (64 in flight) against
+//! After the rounds: a rolling restart of every node (SIGTERM, start, settle)
+//! and the shards a new node takes when it joins and gives back
+//! when it leaves. Before the rounds: the throughput of gRPC clients (64 in flight) against
 //! node 0 alone, then spread over every node once all have joined (all on
 //! one machine's cores: the cost of forwarding and coordination, not
 //! scale-out), and the latency of commands sent to an entity's holder and
@@ -65,6 +67,32 @@ impl Member {
         };
         self.grpc = grpc;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM (a graceful leave) and the exit.
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .context("kill -TERM")?;
+            if !status.success() {
+                bail!("kill -TERM {} failed", self.id);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().context("waiting for the node")?.is_some() {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{} did not stop within 30 s of SIGTERM", self.id);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Ok(())
     }
 
@@ -328,6 +356,42 @@ pub async fn failover(
         members[victim].start(&stead, url, &seeds)?;
         wait_settled(&members, count).await?;
     }
+    // A rolling restart: each node in turn leaves (SIGTERM), starts again
+    // and the cluster settles.
+    progress("rolling restart of every node");
+    let rolling_started = Instant::now();
+    for i in 0..count {
+        members[i].stop()?;
+        members[i].start(&stead, url, &seeds)?;
+        wait_settled(&members, count).await?;
+    }
+    let rolling = rolling_started.elapsed();
+    // A join and a leave: the shards the newcomer takes, then gives back.
+    progress("a node joins, then leaves");
+    let mut newcomer = Member {
+        id: format!("bench-{count}"),
+        gossip: free_udp_port()?,
+        data: dir.path().join(format!("n{count}")),
+        child: None,
+        grpc: String::new(),
+    };
+    // Not in the others' seeds: it finds them through its own.
+    newcomer.start(&stead, url, &seeds)?;
+    members.push(newcomer);
+    let join_settled = wait_settled(&members, count + 1).await?;
+    let status = AdminClient::new(connect(&members[0].grpc).await?)
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    let moved = status
+        .members
+        .iter()
+        .find(|m| m.node_id == members[count].id)
+        .map_or(0, |m| m.shards_held);
+    let leaving = Instant::now();
+    members[count].stop()?;
+    wait_settled(&members, count).await?;
+    let leave_settled = leaving.elapsed();
     drop(members);
     let lat = Latencies::of(failovers);
     let scenario = "failover";
@@ -369,6 +433,30 @@ pub async fn failover(
             "ms",
         )
         .against("1 node", figure(&alone, "p99"), "ms"),
+        Figure::new(
+            scenario,
+            &format!("rolling restart of {count} nodes (idle)"),
+            ms(rolling),
+            "ms",
+        ),
+        Figure::new(
+            scenario,
+            "shards moved by a join (and back by its leave)",
+            f64::from(moved),
+            "shards",
+        )
+        .against(
+            "shards / (nodes + 1)",
+            f64::from(SHARDS) / (count as f64 + 1.0),
+            "shards",
+        ),
+        Figure::new(scenario, "join to settled", ms(join_settled), "ms"),
+        Figure::new(
+            scenario,
+            "leave (SIGTERM) to settled",
+            ms(leave_settled),
+            "ms",
+        ),
         Figure::new(scenario, "forwarded command, p50", ms(forwarded.p50), "ms").against(
             "at the holder",
             ms(at_holder.p50),
