@@ -24,6 +24,9 @@ pub mod placement;
 pub mod router;
 pub mod routes;
 
+#[cfg(test)]
+mod tests;
+
 /// Generated code of `proto/stead/cluster/v1/peer.proto`.
 #[allow(clippy::all, unreachable_pub, missing_docs)]
 pub mod proto {
@@ -139,17 +142,21 @@ impl Cluster {
     /// (the node must be opened with `acquire_all_at_open` off) and claims
     /// those placed on it once it is a ready member.
     pub async fn start(node: Arc<Node>, config: ClusterConfig) -> Result<Self, ClusterError> {
+        Self::start_with_transport(node, config, &chitchat::transport::UdpTransport).await
+    }
+
+    /// [`Cluster::start`] with gossip over `transport` (chitchat's
+    /// in-process channels in tests, where links can be cut).
+    pub async fn start_with_transport(
+        node: Arc<Node>,
+        config: ClusterConfig,
+        transport: &dyn chitchat::transport::Transport,
+    ) -> Result<Self, ClusterError> {
         if !node.journal_shared() {
             return Err(ClusterError::NotShared(node.journal_description()));
         }
         let gossip_interval = config.membership.gossip_interval;
-        let membership = Arc::new(
-            Membership::start(
-                config.membership.clone(),
-                &chitchat::transport::UdpTransport,
-            )
-            .await?,
-        );
+        let membership = Arc::new(Membership::start(config.membership.clone(), transport).await?);
         let (routes_tx, routes_rx) = watch::channel(Arc::new(Routes::new(
             membership.members(),
             node.shard_count(),
