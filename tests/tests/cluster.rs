@@ -345,3 +345,107 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_leaves_again_without_an_er
         report.errors.iter().take(3).collect::<Vec<_>>()
     );
 }
+
+/// A base port with `count` free TCP ports after it (on loopback).
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = 20_000 + fastrand::u16(..30_000);
+        let free = (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no {count} free consecutive ports");
+}
+
+#[test]
+fn stead_cluster_up_runs_a_local_cluster_that_status_shows_and_ctrl_c_stops() {
+    use std::io::BufRead;
+    let data = tempfile::tempdir().expect("dir");
+    let (grpc, http, postgres) = (free_ports(2), free_ports(2), free_ports(1));
+    let mut child = std::process::Command::new(stead_binary())
+        .args(["cluster", "up", "--nodes", "2"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--grpc-base",
+            &grpc.to_string(),
+            "--http-base",
+            &http.to_string(),
+        ])
+        .args(["--postgres-port", &postgres.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("stead cluster up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let done = line.starts_with("try:");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let printed = lines.join("\n");
+    for i in 0..2u16 {
+        assert!(
+            printed.contains(&format!(
+                "node-{i}  grpc=127.0.0.1:{}  http=127.0.0.1:{}",
+                grpc + i,
+                http + i
+            )),
+            "{printed}"
+        );
+    }
+    // Both nodes become ready members; `stead cluster status` shows them.
+    let addr = format!("http://127.0.0.1:{grpc}");
+    let started = Instant::now();
+    let status = loop {
+        let out = std::process::Command::new(stead_binary())
+            .args(["--json", "--addr", &addr, "cluster", "status"])
+            .output()
+            .expect("stead cluster status");
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let settled = status["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "ready"))
+            && status["shards"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|s| !s["holder"].is_null() && s["holder"] == s["placed"])
+            });
+        if settled {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not settled: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["node_id"], "node-0");
+    // Ctrl-C: the nodes leave, the database stops, the data stays.
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(interrupted.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    for kept in ["postgres/data/PG_VERSION", "node-0/node.json", "node-1.log"] {
+        assert!(data.path().join(kept).exists(), "{kept} kept");
+    }
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", postgres)).is_ok(),
+        "the database stopped"
+    );
+}
