@@ -27,11 +27,7 @@ pub mod routes;
 #[cfg(test)]
 mod tests;
 
-/// Generated code of `proto/stead/cluster/v1/peer.proto`.
-#[allow(clippy::all, unreachable_pub, missing_docs)]
-pub mod proto {
-    tonic::include_proto!("stead.cluster.v1");
-}
+pub mod proto;
 
 use std::sync::Arc;
 use std::time::Duration;
