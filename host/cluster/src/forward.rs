@@ -197,21 +197,17 @@ impl PeerService {
             .max_encoding_message_size(usize::MAX)
     }
 
-    /// `NotOwner` unless this node serves the entity's shard now; a type
-    /// the sender knows but this node does not yet (deployed a moment ago
-    /// elsewhere) is looked up in the shared deploys first.
+    /// `NotOwner` unless this node serves the entity's shard now; then the
+    /// entity is checked as the router checks it (a type deployed a moment
+    /// ago elsewhere is looked up first).
     async fn check_served(&self, entity_type: &str, entity_id: &str) -> Result<(), NodeError> {
         let shard = self.node.shard_of(entity_type, entity_id);
         if !self.node.serves(shard) {
             return Err(NodeError::NotOwner(shard));
         }
-        if let Err(NodeError::UnknownType(_)) = self.node.check_entity(entity_type, entity_id) {
-            let node = self.node.clone();
-            tokio::task::spawn_blocking(move || node.refresh_deployments())
-                .await
-                .map_err(|e| NodeError::Internal(format!("loading deploys: {e}")))??;
-        }
-        Ok(())
+        crate::router::known_entity(&self.node, entity_type, entity_id)
+            .await
+            .map(drop)
     }
 }
 

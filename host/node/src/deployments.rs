@@ -24,12 +24,19 @@ use crate::NodeError;
 /// How often a node looks for deploys made on other nodes.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The shortest time between two on-demand looks ([`SharedDeployments::refresh`]):
+/// a flood of requests for an unknown type costs the database one query
+/// per interval, not one per request.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
 /// The store, the registry it feeds, and how far this node has loaded.
 pub(crate) struct SharedDeployments {
     store: Arc<dyn DeploymentStore>,
     registry: Arc<Registry>,
     /// The last stored deploy this node has loaded (or skipped as live).
     seen: AtomicU64,
+    /// When the last on-demand refresh looked.
+    refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl SharedDeployments {
@@ -38,7 +45,23 @@ impl SharedDeployments {
             store,
             registry,
             seen: AtomicU64::new(0),
+            refreshed: std::sync::Mutex::new(None),
         }
+    }
+
+    /// [`SharedDeployments::load_new`] on demand (a request for a type
+    /// unknown here), at most once per [`REFRESH_INTERVAL`]; concurrent
+    /// callers wait for one look instead of each making their own.
+    pub(crate) fn refresh(&self) -> Result<usize, NodeError> {
+        let mut last = self
+            .refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+            return Ok(0);
+        }
+        *last = Some(std::time::Instant::now());
+        self.load_new()
     }
 
     /// Loads the latest deploy of every type (at open). A component that

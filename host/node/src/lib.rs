@@ -351,10 +351,11 @@ impl Node {
 
     /// With a shared journal: loads the deploys made on other nodes now,
     /// rather than at the next poll (a request for a type just deployed
-    /// elsewhere). Returns how many were loaded. Blocks on the database.
+    /// elsewhere), at most once per 100 ms whoever asks. Returns how many
+    /// were loaded. Blocks on the database.
     pub fn refresh_deployments(&self) -> Result<usize, NodeError> {
         match &self.shared_deployments {
-            Some((shared, _)) => shared.load_new(),
+            Some((shared, _)) => shared.refresh(),
             None => Ok(0),
         }
     }
