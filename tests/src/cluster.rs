@@ -136,6 +136,15 @@ impl LocalCluster {
             .collect()
     }
 
+    /// The HTTP addresses of the running nodes, but `except`.
+    pub fn http_addrs(&self, except: Option<usize>) -> Vec<String> {
+        self.running()
+            .into_iter()
+            .filter(|&i| Some(i) != except)
+            .filter_map(|i| self.node(i).map(|n| n.http.clone()))
+            .collect()
+    }
+
     /// SIGKILL of node `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(p) = self.slots[i].process.take() {
@@ -168,7 +177,7 @@ impl LocalCluster {
     /// `GET /v1/cluster` of node `i`.
     pub fn status(&self, i: usize) -> Result<Value, String> {
         let node = self.node(i).ok_or("the node is not running")?;
-        get_json(&format!("http://{}/v1/cluster", node.http))
+        crate::chaos::client::Reader::new(&node.http).get_json("/v1/cluster")
     }
 
     /// The node holding `shard`, as node `i` sees it.
@@ -239,28 +248,6 @@ impl LocalCluster {
     }
 }
 
-/// A GET whose body is JSON, with a short timeout.
-pub fn get_json(url: &str) -> Result<Value, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let body: Value = response
-        .body_mut()
-        .read_json()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if status != 200 {
-        return Err(format!("GET {url}: HTTP {status}: {body}"));
-    }
-    Ok(body)
-}
-
 /// Clients opening accounts and sending deposits of 1 through every running node, each command
 /// with its own idempotency key, retried with that key until acknowledged:
 /// on another node when the node asked is unreachable, after a pause when
@@ -286,6 +273,17 @@ pub struct LoadReport {
     pub slowest: Duration,
     /// Acknowledged commands per entity id, with when they were acknowledged.
     pub acked_at: Vec<(String, Instant)>,
+}
+
+impl LoadReport {
+    /// The errors answered other than `unavailable` (a shard moving, or
+    /// the node asked gone), which clients retrying must never see.
+    pub fn unexpected_errors(&self) -> Vec<&String> {
+        self.errors
+            .iter()
+            .filter(|e| !e.starts_with("unavailable"))
+            .collect()
+    }
 }
 
 impl Load {

@@ -34,7 +34,8 @@ fn cluster(url: &str, n: usize) -> LocalCluster {
     for i in cluster.running() {
         let http = cluster.node(i).expect("running").http.clone();
         let started = Instant::now();
-        while stead_tests::cluster::get_json(&format!("http://{http}/v1/types"))
+        while stead_tests::chaos::client::Reader::new(&http)
+            .get_json("/v1/types")
             .map(|t| !t.to_string().contains("\"account\""))
             .unwrap_or(true)
         {
@@ -48,20 +49,12 @@ fn cluster(url: &str, n: usize) -> LocalCluster {
     cluster
 }
 
-fn http_addrs(cluster: &LocalCluster) -> Vec<String> {
-    cluster
-        .running()
-        .into_iter()
-        .filter_map(|i| cluster.node(i).map(|n| n.http.clone()))
-        .collect()
-}
-
 #[test]
 fn a_killed_node_loses_no_acknowledged_command_and_its_entities_are_served_again_elsewhere() {
     let db = pg::database().expect("database");
     let mut cluster = cluster(&db.url(), 3);
     let entities = accounts(24);
-    let load = Load::start(http_addrs(&cluster), &entities, 6);
+    let load = Load::start(cluster.http_addrs(None), &entities, 6);
     std::thread::sleep(Duration::from_secs(2));
 
     // The victim holds acc-0's shard.
@@ -81,7 +74,7 @@ fn a_killed_node_loses_no_acknowledged_command_and_its_entities_are_served_again
         .collect();
     let killed = Instant::now();
     cluster.kill(victim);
-    load.set_nodes(http_addrs(&cluster));
+    load.set_nodes(cluster.http_addrs(None));
 
     // A probe through a survivor: acc-0's view is served only by its
     // shard's holder, so its first success is the failover's end.
@@ -114,11 +107,7 @@ fn a_killed_node_loses_no_acknowledged_command_and_its_entities_are_served_again
     );
     // A dead node's requests wait while its shards move, then succeed: the
     // only errors allowed are those the node gave before it knew.
-    let unexpected: Vec<&String> = report
-        .errors
-        .iter()
-        .filter(|e| !e.starts_with("unavailable"))
-        .collect();
+    let unexpected = report.unexpected_errors();
     assert!(
         unexpected.is_empty(),
         "{} unexpected errors, the first: {:?}",
@@ -135,21 +124,15 @@ fn a_rolling_restart_under_load_gives_retrying_clients_no_error() {
     let db = pg::database().expect("database");
     let mut cluster = cluster(&db.url(), 3);
     let entities = accounts(24);
-    let load = Load::start(http_addrs(&cluster), &entities, 6);
+    let load = Load::start(cluster.http_addrs(None), &entities, 6);
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     for i in 0..cluster.len() {
         // Clients move off the node first, as a load balancer would.
-        let others: Vec<String> = cluster
-            .running()
-            .into_iter()
-            .filter(|&j| j != i)
-            .filter_map(|j| cluster.node(j).map(|n| n.http.clone()))
-            .collect();
-        load.set_nodes(others);
+        load.set_nodes(cluster.http_addrs(Some(i)));
         cluster.stop(i).expect("a graceful stop");
         cluster.start(i).expect("restart");
-        load.set_nodes(http_addrs(&cluster));
+        load.set_nodes(cluster.http_addrs(None));
         cluster
             .wait_settled(Duration::from_secs(30))
             .expect("the cluster settles after a restart");
@@ -176,7 +159,7 @@ fn a_frozen_node_past_its_ttl_serves_nothing_stale_and_writes_nothing_when_it_wa
     let db = pg::database().expect("database");
     let cluster = cluster(&db.url(), 3);
     let entities = accounts(24);
-    let load = Load::start(http_addrs(&cluster), &entities, 6);
+    let load = Load::start(cluster.http_addrs(None), &entities, 6);
     std::thread::sleep(Duration::from_secs(1));
 
     let shard = shard_of("account", "acc-0", SHARDS);
@@ -192,14 +175,7 @@ fn a_frozen_node_past_its_ttl_serves_nothing_stale_and_writes_nothing_when_it_wa
     cluster.signal(victim, "-STOP").expect("SIGSTOP");
     let frozen = Instant::now();
     // Clients blocked on the frozen node stay blocked; the others move on.
-    load.set_nodes(
-        cluster
-            .running()
-            .into_iter()
-            .filter(|&i| i != victim)
-            .filter_map(|i| cluster.node(i).map(|n| n.http.clone()))
-            .collect(),
-    );
+    load.set_nodes(cluster.http_addrs(Some(victim)));
     let reader = stead_tests::chaos::client::Reader::new(&survivor_http);
     while reader.view("account", "acc-0").is_err() {
         assert!(
@@ -244,7 +220,7 @@ fn a_frozen_node_past_its_ttl_serves_nothing_stale_and_writes_nothing_when_it_wa
         woken >= after,
         "the woken node served a stale view: balance {woken}, the journal had {after}"
     );
-    load.set_nodes(http_addrs(&cluster));
+    load.set_nodes(cluster.http_addrs(None));
     std::thread::sleep(Duration::from_secs(2));
     let mut report = load.finish();
     for n in 0..5 {
@@ -256,11 +232,7 @@ fn a_frozen_node_past_its_ttl_serves_nothing_stale_and_writes_nothing_when_it_wa
     // show as a gap, a double or an unacknowledged event.
     let total = check_ledger_ignoring_seq(&survivor_http, &entities, &report);
     eprintln!("{total} commands; errors: {}", report.errors.len());
-    let unexpected: Vec<&String> = report
-        .errors
-        .iter()
-        .filter(|e| !e.starts_with("unavailable"))
-        .collect();
+    let unexpected = report.unexpected_errors();
     assert!(
         unexpected.is_empty(),
         "{:?}",
@@ -298,13 +270,13 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_leaves_again_without_an_er
     let db = pg::database().expect("database");
     let mut cluster = cluster(&db.url(), 3);
     let entities = accounts(24);
-    let load = Load::start(http_addrs(&cluster), &entities, 6);
+    let load = Load::start(cluster.http_addrs(None), &entities, 6);
     std::thread::sleep(Duration::from_secs(1));
 
     let fourth = cluster.add_slot().expect("a slot");
     let joined = Instant::now();
     cluster.start(fourth).expect("start the fourth node");
-    load.set_nodes(http_addrs(&cluster));
+    load.set_nodes(cluster.http_addrs(None));
     let settled = cluster
         .wait_settled(Duration::from_secs(30))
         .expect("the cluster settles with 4 nodes");
@@ -321,14 +293,7 @@ fn a_fourth_node_joins_under_load_takes_its_share_and_leaves_again_without_an_er
     assert!(held > 0, "the fourth node took no shard");
 
     // It leaves gracefully: clients move off it first.
-    load.set_nodes(
-        cluster
-            .running()
-            .into_iter()
-            .filter(|&i| i != fourth)
-            .filter_map(|i| cluster.node(i).map(|n| n.http.clone()))
-            .collect(),
-    );
+    load.set_nodes(cluster.http_addrs(Some(fourth)));
     cluster.stop(fourth).expect("a graceful leave");
     cluster
         .wait_settled(Duration::from_secs(30))

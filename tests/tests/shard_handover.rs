@@ -106,14 +106,7 @@ fn commands_queued_before_a_release_finish_durably_and_later_ones_are_refused() 
 #[test]
 fn a_second_node_claiming_a_shard_fences_the_first_on_a_shared_journal() {
     let store = MemoryStore::new();
-    let open = |dir: &tempfile::TempDir| {
-        let mut config = test_config(dir.path());
-        config.journal = JournalConfig::Memory;
-        Node::builder(config)
-            .journal(Arc::new(MemoryJournal::on(store.clone())))
-            .open()
-            .expect("node opens")
-    };
+    let open = |dir: &tempfile::TempDir| node_on(&store, dir, true);
     let (dir_a, dir_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
@@ -148,15 +141,7 @@ fn a_second_node_claiming_a_shard_fences_the_first_on_a_shared_journal() {
 fn a_shard_taken_back_after_another_node_wrote_to_it_is_recovered_from_the_journal_not_from_memory()
 {
     let store = MemoryStore::new();
-    let open = |dir: &tempfile::TempDir, acquire_all: bool| {
-        let mut config = test_config(dir.path());
-        config.journal = JournalConfig::Memory;
-        config.acquire_all_at_open = acquire_all;
-        Node::builder(config)
-            .journal(Arc::new(MemoryJournal::on(store.clone())))
-            .open()
-            .expect("node opens")
-    };
+    let open = |dir: &tempfile::TempDir, acquire_all: bool| node_on(&store, dir, acquire_all);
     let (dir_a, dir_b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
@@ -184,4 +169,16 @@ fn a_shard_taken_back_after_another_node_wrote_to_it_is_recovered_from_the_journ
         Ok(json!({"balance": 16})),
         "a recovered acc-4 from the journal, with b's event"
     );
+}
+
+/// A node on `store` (one journal shared by the nodes of a test), claiming
+/// every shard at open when `acquire_all`.
+fn node_on(store: &Arc<MemoryStore>, dir: &tempfile::TempDir, acquire_all: bool) -> Node {
+    let mut config = test_config(dir.path());
+    config.journal = JournalConfig::Memory;
+    config.acquire_all_at_open = acquire_all;
+    Node::builder(config)
+        .journal(Arc::new(MemoryJournal::on(store.clone())))
+        .open()
+        .expect("node opens")
 }

@@ -205,7 +205,7 @@ impl PeerService {
         if !self.node.serves(shard) {
             return Err(NodeError::NotOwner(shard));
         }
-        crate::router::known_entity(&self.node, entity_type, entity_id)
+        crate::known::known_entity(&self.node, entity_type, entity_id)
             .await
             .map(drop)
     }

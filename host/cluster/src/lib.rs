@@ -19,6 +19,7 @@
 
 mod controller;
 pub mod forward;
+mod known;
 pub mod membership;
 pub mod placement;
 pub mod router;

@@ -90,7 +90,7 @@ impl Router {
                 .send(entity_type, entity_id, command, command_id)
                 .await;
         };
-        let shard = known_entity(&self.node, entity_type, entity_id).await?;
+        let shard = crate::known::known_entity(&self.node, entity_type, entity_id).await?;
         let has_id = command_id.is_some();
         let give_up = Instant::now() + cluster.wait;
         let mut backoff = FIRST_BACKOFF;
@@ -151,7 +151,7 @@ impl Router {
         let Some(cluster) = &self.cluster else {
             return self.node.view(entity_type, entity_id).await;
         };
-        let shard = known_entity(&self.node, entity_type, entity_id).await?;
+        let shard = crate::known::known_entity(&self.node, entity_type, entity_id).await?;
         let give_up = Instant::now() + cluster.wait;
         let mut backoff = FIRST_BACKOFF;
         loop {
@@ -208,27 +208,6 @@ impl Router {
             },
             None => Target::Nobody("no member of the cluster is ready".into()),
         }
-    }
-}
-
-/// The entity's shard, once its type is known here: a type unknown here
-/// may have just been deployed on another node, so the shared deploys are
-/// read (at most once per 100 ms, see `Node::refresh_deployments`) before
-/// the type is called unknown.
-pub(crate) async fn known_entity(
-    node: &Arc<Node>,
-    entity_type: &str,
-    entity_id: &str,
-) -> Result<ShardId, NodeError> {
-    match node.check_entity(entity_type, entity_id) {
-        Err(NodeError::UnknownType(_)) => {
-            let refreshing = node.clone();
-            tokio::task::spawn_blocking(move || refreshing.refresh_deployments())
-                .await
-                .map_err(|e| NodeError::Internal(format!("loading deploys: {e}")))??;
-            node.check_entity(entity_type, entity_id)
-        }
-        checked => checked,
     }
 }
 

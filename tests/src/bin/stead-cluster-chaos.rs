@@ -63,14 +63,6 @@ fn parse() -> Result<Args, String> {
     Ok(args)
 }
 
-fn http_addrs(cluster: &LocalCluster) -> Vec<String> {
-    cluster
-        .running()
-        .into_iter()
-        .filter_map(|i| cluster.node(i).map(|n| n.http.clone()))
-        .collect()
-}
-
 fn main() {
     let args = match parse() {
         Ok(args) => args,
@@ -101,7 +93,7 @@ fn run(args: &Args) -> Result<(), String> {
         .deploy(&args.guests)?;
     std::thread::sleep(Duration::from_secs(1));
     let entities: Vec<String> = (0..48).map(|i| format!("acc-{i}")).collect();
-    let load = Load::start(http_addrs(&cluster), &entities, 8);
+    let load = Load::start(cluster.http_addrs(None), &entities, 8);
     let mut rng = fastrand::Rng::with_seed(args.seed);
     println!(
         "cluster chaos: {} rounds on {} nodes, seed {}",
@@ -112,11 +104,7 @@ fn run(args: &Args) -> Result<(), String> {
     for round in 1..=args.rounds {
         let running = cluster.running();
         let victim = running[rng.usize(..running.len())];
-        let others: Vec<String> = running
-            .iter()
-            .filter(|&&i| i != victim)
-            .filter_map(|&i| cluster.node(i).map(|n| n.http.clone()))
-            .collect();
+        let others = cluster.http_addrs(Some(victim));
         let fault = ["sigkill", "sigstop", "sigterm"][rng.usize(..3)];
         *faults.entry(fault).or_default() += 1;
         let hit = Instant::now();
@@ -139,7 +127,7 @@ fn run(args: &Args) -> Result<(), String> {
                 cluster.start(victim)?;
             }
         }
-        load.set_nodes(http_addrs(&cluster));
+        load.set_nodes(cluster.http_addrs(None));
         let settled = cluster.wait_settled(Duration::from_secs(60))?;
         settles.push(hit.elapsed());
         println!(
@@ -192,11 +180,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
         std::fs::write(path, json.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let unexpected: Vec<&String> = report
-        .errors
-        .iter()
-        .filter(|e| !e.starts_with("unavailable"))
-        .collect();
+    let unexpected = report.unexpected_errors();
     if !unexpected.is_empty() {
         return Err(format!(
             "{} errors other than `unavailable`, the first: {:?}",

@@ -218,7 +218,8 @@ impl Reader {
         }
     }
 
-    fn get(&self, path: &str) -> Result<Value, String> {
+    /// `GET path`, its body as JSON (an error unless 200).
+    pub fn get_json(&self, path: &str) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut response = self
             .agent
@@ -241,7 +242,7 @@ impl Reader {
         let mut events = Vec::new();
         loop {
             let from = events.len() + 1;
-            let page = self.get(&format!(
+            let page = self.get_json(&format!(
                 "/v1/entities/{entity_type}/{id}/events?from={from}&limit=1000"
             ))?;
             let listed = page["events"]
@@ -263,6 +264,6 @@ impl Reader {
     }
 
     pub fn view(&self, entity_type: &str, id: &str) -> Result<Value, String> {
-        self.get(&format!("/v1/entities/{entity_type}/{id}"))
+        self.get_json(&format!("/v1/entities/{entity_type}/{id}"))
     }
 }

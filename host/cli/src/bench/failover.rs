@@ -12,7 +12,7 @@
 //! scale-out), and the latency of commands sent to an entity's holder and
 //! of the same commands sent through another node (forwarded).
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use stead_api::proto::admin_client::AdminClient;
 use stead_api::proto::entities_client::EntitiesClient;
 use stead_api::proto::{ClusterStatusRequest, SendRequest};
 
-use super::{Figure, Latencies, ms, progress};
+use super::{Figure, Latencies, ms, progress, start_node};
 
 /// The shard count of the bench's nodes.
 const SHARDS: u32 = 64;
@@ -40,31 +40,28 @@ struct Member {
 
 impl Member {
     fn start(&mut self, stead: &Path, url: &str, seeds: &str) -> Result<()> {
-        let mut child = Command::new(stead)
-            .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--shards", &SHARDS.to_string(), "--journal", url])
-            .args(["--node-id", &self.id, "--seeds", seeds])
-            .arg("--gossip")
-            .arg(format!("127.0.0.1:{}", self.gossip))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .env("STEAD_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", stead.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?)
-            .read_line(&mut line)
-            .context("reading the ready line")?;
-        let Some(grpc) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-            .map(|a| format!("http://{a}"))
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{} did not start: {line:?}", self.id);
-        };
+        let shards = SHARDS.to_string();
+        let gossip = format!("127.0.0.1:{}", self.gossip);
+        let flags = [
+            "--shards",
+            &shards,
+            "--journal",
+            url,
+            "--node-id",
+            &self.id,
+            "--seeds",
+            seeds,
+            "--gossip",
+            &gossip,
+            "--data-dir",
+        ];
+        let args: Vec<&OsStr> = flags
+            .iter()
+            .map(OsStr::new)
+            .chain([self.data.as_os_str()])
+            .collect();
+        let (child, grpc) =
+            start_node(stead, &args).with_context(|| format!("starting {}", self.id))?;
         self.grpc = grpc;
         self.child = Some(child);
         Ok(())

@@ -157,6 +157,39 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Starts `stead up` on free loopback ports with `args`, waits for its ready
+/// line and returns the child and its gRPC address (`http://...`).
+pub fn start_node(
+    stead: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<(std::process::Child, String)> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(stead)
+        .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(args)
+        .env("STEAD_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", stead.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("stdout")?)
+        .read_line(&mut line)
+        .context("reading the ready line")?;
+    match line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .map(|a| format!("http://{a}"))
+    {
+        Some(grpc) => Ok((child, grpc)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the node did not start: {line:?}")
+        }
+    }
+}
+
 /// Progress for a person watching, on stderr.
 pub fn progress(text: &str) {
     eprintln!("  .. {text}");

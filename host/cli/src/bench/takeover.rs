@@ -4,7 +4,7 @@
 //! append under the claimed lease), measured by a client that retries every
 //! 10 ms. Several rounds, the killed node restarted as the next standby.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use stead_api::proto::SendRequest;
 use stead_api::proto::entities_client::EntitiesClient;
 
-use super::{Figure, Latencies, ms, progress};
+use super::{Figure, Latencies, ms, progress, start_node};
 
 /// A `stead up` child on the shared journal.
 struct Peer {
@@ -23,31 +23,27 @@ struct Peer {
 
 impl Peer {
     fn start(stead: &Path, data: &Path, url: &str, id: &str, ttl: Duration) -> Result<Self> {
-        let mut child = Command::new(stead)
-            .args(["up", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(["--shards", "64", "--journal", url, "--node-id", id])
-            .arg("--lease-ttl")
-            .arg(format!("{}ms", ttl.as_millis()))
-            .arg("--lease-renew-interval")
-            .arg(format!("{}ms", (ttl / 4).as_millis()))
-            .arg("--data-dir")
-            .arg(data)
-            .env("STEAD_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", stead.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?)
-            .read_line(&mut line)
-            .context("reading the ready line")?;
-        let Some(grpc) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-            .map(|a| format!("http://{a}"))
-        else {
-            let _ = child.kill();
-            bail!("the node did not start: {line:?}");
-        };
+        let ttl_ms = format!("{}ms", ttl.as_millis());
+        let renew_ms = format!("{}ms", (ttl / 4).as_millis());
+        let flags = [
+            "--shards",
+            "64",
+            "--journal",
+            url,
+            "--node-id",
+            id,
+            "--lease-ttl",
+            &ttl_ms,
+            "--lease-renew-interval",
+            &renew_ms,
+            "--data-dir",
+        ];
+        let args: Vec<&OsStr> = flags
+            .iter()
+            .map(OsStr::new)
+            .chain([data.as_os_str()])
+            .collect();
+        let (child, grpc) = start_node(stead, &args)?;
         Ok(Self { child, grpc })
     }
 
