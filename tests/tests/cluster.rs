@@ -327,6 +327,13 @@ fn free_ports(count: u16) -> u16 {
 fn stead_cluster_up_runs_a_local_cluster_that_status_shows_and_ctrl_c_stops() {
     use std::io::BufRead;
     let data = tempfile::tempdir().expect("dir");
+    // The database runs as the `postgres` user when the tests run as root:
+    // it must be able to reach the directory (a temporary one is 0700).
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     let (grpc, http, postgres) = (free_ports(2), free_ports(2), free_ports(1));
     let mut child = std::process::Command::new(stead_binary())
         .args(["cluster", "up", "--nodes", "2"])

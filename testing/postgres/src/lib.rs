@@ -159,6 +159,7 @@ impl Server {
         let bin = bin_dir()?;
         std::fs::create_dir_all(dir)
             .map_err(|e| failed(format!("creating {}", dir.display()), e))?;
+        check_reachable(dir)?;
         if !dir.join("data/PG_VERSION").exists() {
             init(&bin, dir, true)?;
         }
@@ -248,6 +249,37 @@ impl Server {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// When the server runs as the `postgres` user (we are root), every
+/// directory above `dir` must let it through; say which does not, rather
+/// than let `initdb` fail with "Permission denied".
+fn check_reachable(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((uid, _)) = server_user()? else {
+        return Ok(());
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| failed(format!("resolving {}", dir.display()), e))?;
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)
+            .map_err(|e| failed(format!("reading {}", ancestor.display()), e))?;
+        if meta.uid() != uid.as_raw() && meta.mode() & 0o001 == 0 {
+            return Err(failed(
+                format!(
+                    "PostgreSQL runs as the `postgres` user (it refuses root) and cannot reach {}",
+                    dir.display()
+                ),
+                format!(
+                    "{} is not searchable by other users: choose a directory it can reach (e.g. under /var/lib or /tmp), or `chmod o+x {}`",
+                    ancestor.display(),
+                    ancestor.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `initdb` into `<dir>/data`, as the `postgres` user when we are root.

@@ -79,8 +79,9 @@ pub(crate) fn cluster_up(args: &ClusterUpArgs) -> Result<()> {
         "starting PostgreSQL on 127.0.0.1:{} ...",
         args.postgres_port
     );
-    let postgres = stead_postgres_testing::Server::open_kept(&data_dir.join("postgres"), args.postgres_port)
-        .context("starting the cluster's PostgreSQL (its server binaries are needed: Debian's postgresql package)")?;
+    let postgres =
+        stead_postgres_testing::Server::open_kept(&data_dir.join("postgres"), args.postgres_port)
+            .context("starting the cluster's PostgreSQL")?;
     postgres
         .ensure_database(DATABASE)
         .context("creating the journal database")?;
