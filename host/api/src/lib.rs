@@ -164,31 +164,6 @@ pub async fn serve(
     tls: Option<&tls::TlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    use proto::admin_server::AdminServer;
-    use proto::entities_server::EntitiesServer;
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<EntitiesServer<grpc::EntitiesService>>()
-        .await;
-    health_reporter
-        .set_serving::<AdminServer<grpc::AdminService>>()
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Grpc(e.to_string()))?;
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServeError::Grpc(e.to_string()))?;
-    let max_command = state.node.config().limits.max_command_bytes + 4096;
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -197,44 +172,14 @@ pub async fn serve(
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-
-    let mut grpc = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        grpc = grpc
-            .tls_config(tls.grpc())
-            .map_err(|e| ServeError::Grpc(format!("TLS: {e}")))?;
-    }
-    let admin = AdminServer::new(grpc::AdminService {
-        state: state.clone(),
-    })
-    .max_decoding_message_size(MAX_COMPONENT_BYTES);
-    let grpc = grpc
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_alpha)
-        .add_service(
-            EntitiesServer::new(grpc::EntitiesService {
-                state: state.clone(),
-            })
-            .max_decoding_message_size(max_command),
-        )
-        // The token check covers the Admin service only.
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            admin,
-            state.auth.clone(),
-        ))
-        .add_optional_service(
-            state
-                .cluster
-                .as_ref()
-                .map(|cluster| cluster.peer_service().into_server()),
-        )
-        // Small requests and replies: without TCP_NODELAY, Nagle's algorithm
-        // and delayed ACKs hold one back up to 40 ms (a p99.9 of 45 ms).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
-            wait_stop(stop_rx.clone()),
-        );
+    // Small requests and replies: without TCP_NODELAY, Nagle's algorithm
+    // and delayed ACKs hold one back up to 40 ms (a p99.9 of 45 ms).
+    let grpc = serve_grpc(
+        state.clone(),
+        tls,
+        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+        wait_stop(stop_rx.clone()),
+    );
     let router = http::router(state.clone());
     let http: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
         Some(tls) => {
@@ -261,7 +206,86 @@ pub async fn serve(
     };
     state.ready.store(true, Ordering::Relaxed);
     let (grpc, http) = tokio::join!(grpc, http);
-    grpc.map_err(|e| ServeError::Grpc(e.to_string()))?;
+    grpc?;
     http.map_err(|e| ServeError::Http(e.to_string()))?;
     Ok(())
+}
+
+/// Serves the gRPC services (the public ones, health, reflection and, in a
+/// cluster, the peer service) on the connections `incoming` yields until
+/// `shutdown` resolves: what [`serve`] runs on its TCP listener, and the
+/// simulator on its simulated network.
+pub async fn serve_grpc<I, IO, IE>(
+    state: Arc<ApiState>,
+    tls: Option<&tls::TlsConfig>,
+    incoming: I,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use proto::admin_server::AdminServer;
+    use proto::entities_server::EntitiesServer;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EntitiesServer<grpc::EntitiesService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<grpc::AdminService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Grpc(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Grpc(e.to_string()))?;
+    let max_command = state.node.config().limits.max_command_bytes + 4096;
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        grpc = grpc
+            .tls_config(tls.grpc())
+            .map_err(|e| ServeError::Grpc(format!("TLS: {e}")))?;
+    }
+    let admin = AdminServer::new(grpc::AdminService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(MAX_COMPONENT_BYTES);
+    grpc.add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            EntitiesServer::new(grpc::EntitiesService {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(max_command),
+        )
+        // The token check covers the Admin service only.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin,
+            state.auth.clone(),
+        ))
+        .add_optional_service(
+            state
+                .cluster
+                .as_ref()
+                .map(|cluster| cluster.peer_service().into_server()),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| ServeError::Grpc(e.to_string()))
 }

@@ -158,15 +158,13 @@ impl Controller {
         }
         let wanted = self.node.wanted_shards();
         if !wanted.is_empty() {
-            let node = self.node.clone();
-            match tokio::task::spawn_blocking(move || node.release_shards(&wanted)).await {
-                Ok(Ok(released)) => {
+            match self.node.release_shards_async(&wanted).await {
+                Ok(released) => {
                     tracing::warn!(shards = released.len(), "released every shard (cut off)")
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "releasing shards failed; they stop being served when their leases run out")
                 }
-                Err(e) => tracing::error!(error = %e, "the release task failed"),
             }
         }
         true
@@ -205,29 +203,27 @@ impl Controller {
             .take(self.batch)
             .collect();
         if !release.is_empty() {
-            let node = self.node.clone();
-            let count = release.len();
-            match tokio::task::spawn_blocking(move || node.release_shards(&release)).await {
-                Ok(Ok(_)) => {
-                    tracing::info!(shards = count, "released shards placed on other members")
+            match self.node.release_shards_async(&release).await {
+                Ok(_) => {
+                    tracing::info!(
+                        shards = release.len(),
+                        "released shards placed on other members"
+                    )
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "releasing shards failed; retried next round")
                 }
-                Err(e) => tracing::error!(error = %e, "the release task failed"),
             }
         }
         if !acquire.is_empty() {
-            let node = self.node.clone();
-            match tokio::task::spawn_blocking(move || node.acquire_shards(&acquire)).await {
-                Ok(Ok(tokens)) if !tokens.is_empty() => {
+            match self.node.acquire_shards_async(&acquire).await {
+                Ok(tokens) if !tokens.is_empty() => {
                     tracing::info!(shards = tokens.len(), "claimed shards placed on this node");
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                Ok(_) => {}
+                Err(e) => {
                     tracing::debug!(error = %e, "claiming shards failed; retried next round")
                 }
-                Err(e) => tracing::error!(error = %e, "the claim task failed"),
             }
         }
     }

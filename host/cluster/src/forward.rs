@@ -14,10 +14,14 @@
 //!   failure leaves the outcome unknown.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use stead_node::{CommandReply, Node, NodeError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::peer_client::PeerClient;
@@ -34,18 +38,50 @@ pub enum ForwardError {
     Unknown { peer: String, reason: String },
 }
 
+/// A connection to a peer: any byte stream.
+pub trait Connection: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection for T {}
+
+/// A connection being opened.
+pub type Dialing = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Connection>>> + Send>>;
+
+/// Opens connections to peers: the network seam of forwarding (TCP in
+/// production, [`TcpDialer`]; the simulator's network in simulation).
+pub trait Dialer: Send + Sync + 'static {
+    /// Connects to `addr` (`host:port`).
+    fn dial(&self, addr: &str) -> Dialing;
+}
+
+/// TCP with `TCP_NODELAY`: small requests must not wait for Nagle's
+/// algorithm (without it one is held back up to 40 ms).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpDialer;
+
+impl Dialer for TcpDialer {
+    fn dial(&self, addr: &str) -> Dialing {
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Connection>)
+        })
+    }
+}
+
 /// Clients of the other nodes, by gRPC address.
 pub struct Peers {
     channels: Mutex<HashMap<String, PeerClient<Channel>>>,
     /// The longest a forwarded request may take.
     timeout: Duration,
+    dialer: Arc<dyn Dialer>,
 }
 
 impl Peers {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(timeout: Duration, dialer: Arc<dyn Dialer>) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
             timeout,
+            dialer,
         }
     }
 
@@ -59,8 +95,6 @@ impl Peers {
                 peer: addr.to_owned(),
                 reason: format!("bad address: {e}"),
             })?
-            // Small requests: without it, Nagle holds one back up to 40 ms.
-            .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.timeout)
             // A peer that stops answering (frozen, cut off) is noticed in
@@ -68,7 +102,13 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_secs(1))
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);
-        let client = PeerClient::new(endpoint.connect_lazy())
+        let dialer = self.dialer.clone();
+        let target = addr.to_owned();
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let dialing = dialer.dial(&target);
+            async move { dialing.await.map(TokioIo::new) }
+        });
+        let client = PeerClient::new(endpoint.connect_with_connector_lazy(connector))
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         channels.insert(addr.to_owned(), client.clone());

@@ -149,6 +149,17 @@ impl Cluster {
         config: ClusterConfig,
         transport: &dyn chitchat::transport::Transport,
     ) -> Result<Self, ClusterError> {
+        Self::start_on(node, config, transport, Arc::new(forward::TcpDialer)).await
+    }
+
+    /// [`Cluster::start`] on the network given: gossip over `transport`,
+    /// forwarding over the connections `dialer` opens (the simulator's).
+    pub async fn start_on(
+        node: Arc<Node>,
+        config: ClusterConfig,
+        transport: &dyn chitchat::transport::Transport,
+        dialer: Arc<dyn forward::Dialer>,
+    ) -> Result<Self, ClusterError> {
         if !node.journal_shared() {
             return Err(ClusterError::NotShared(node.journal_description()));
         }
@@ -161,7 +172,7 @@ impl Cluster {
         let forwarding = Arc::new(Forwarding {
             node_id: config.membership.node_id.clone(),
             routes: routes_rx,
-            peers: Peers::new(config.forward_timeout),
+            peers: Peers::new(config.forward_timeout, dialer),
             wait: config.forward_wait,
         });
         let (phase, phase_rx) = watch::channel(Phase::Joining);
@@ -286,15 +297,12 @@ impl Cluster {
         self.membership.set_state(MemberState::Leaving).await;
         tracing::info!("leaving the cluster");
         tokio::time::sleep(self.gossip_interval * 3).await;
-        let node = self.node.clone();
-        let wanted = node.wanted_shards();
-        let count = wanted.len();
-        match tokio::task::spawn_blocking(move || node.release_shards(&wanted)).await {
-            Ok(Ok(_)) => tracing::info!(shards = count, "released every shard"),
-            Ok(Err(e)) => {
+        let wanted = self.node.wanted_shards();
+        match self.node.release_shards_async(&wanted).await {
+            Ok(_) => tracing::info!(shards = wanted.len(), "released every shard"),
+            Err(e) => {
                 tracing::warn!(error = %e, "releasing shards at leave failed; they move once their leases expire")
             }
-            Err(e) => tracing::error!(error = %e, "the release task failed"),
         }
         self.membership.set_shards(&[]).await;
         tokio::time::sleep(self.gossip_interval * 2).await;

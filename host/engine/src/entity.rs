@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use stead_journal::{EntityKey, Journal, JournalError, SnapshotRecord};
+use stead_journal::{AsyncJournal, EntityKey, JournalError, SnapshotRecord};
 use stead_runtime::{GuestFault, GuestInstance};
 use stead_types::shard::command_id_hash;
 
@@ -102,8 +102,8 @@ pub(crate) enum ActivationError {
 /// Recovers an entity: latest snapshot (unless `ignore_snapshot`), then the
 /// later events folded in batches (`apply-events`, or `apply-event` per event
 /// for components without it), reading only this entity's range.
-pub(crate) fn activate(
-    journal: &dyn Journal,
+pub(crate) async fn activate(
+    journal: &dyn AsyncJournal,
     instance: &mut GuestInstance,
     key: &EntityKey,
     dedup_capacity: usize,
@@ -112,7 +112,7 @@ pub(crate) fn activate(
     let snapshot = if ignore_snapshot {
         None
     } else {
-        journal.load_snapshot(key)?
+        journal.load_snapshot(key).await?
     };
     let (mut state, mut seq_nr, mut dedup, snapshot_seq_nr) = match snapshot {
         Some(SnapshotRecord {
@@ -136,7 +136,7 @@ pub(crate) fn activate(
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut batch_bytes = 0;
     loop {
-        let events = journal.read_events(key, seq_nr + 1, REPLAY_CHUNK)?;
+        let events = journal.read_events(key, seq_nr + 1, REPLAY_CHUNK).await?;
         let done = events.len() < REPLAY_CHUNK;
         for event in events {
             if event.seq_nr != seq_nr + 1 {

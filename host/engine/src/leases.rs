@@ -1,5 +1,5 @@
 //! Shard leases held by this node: how long each may still be served, and
-//! the keeper thread that renews them and claims the shards wanted.
+//! the keeper loop that renews them and claims the shards wanted.
 //!
 //! A lease is served only while it is **valid**: until `sent + ttl -
 //! margin` on the monotonic clock, where `sent` is when the claim or the
@@ -25,11 +25,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use stead_journal::{FenceToken, Journal, ShardId};
+use stead_journal::{AsyncJournal, FenceToken, ShardId};
 use stead_types::Clock;
 
 use crate::request::Request;
@@ -163,38 +162,42 @@ impl LeaseBoard {
 
 /// What the keeper thread works with.
 pub(crate) struct Keeper {
-    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) journal: Arc<dyn AsyncJournal>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) board: Arc<LeaseBoard>,
-    pub(crate) senders: Vec<SyncSender<Request>>,
+    pub(crate) senders: Vec<flume::Sender<Request>>,
     pub(crate) ttl: Duration,
     pub(crate) interval: Duration,
 }
 
 /// Renews and claims until `stop`'s sender is dropped (see the module docs).
-pub(crate) fn run_keeper(keeper: Keeper, stop: Receiver<()>) {
+pub(crate) async fn run_keeper(keeper: Keeper, stop: flume::Receiver<()>) {
     let mut renew_failing = false;
-    loop {
-        match stop.recv_timeout(keeper.interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        renew_failing = keeper.renew(renew_failing);
-        keeper.claim_missing();
+    while idle(&stop, keeper.interval).await {
+        renew_failing = keeper.renew(renew_failing).await;
+        keeper.claim_missing().await;
     }
+}
+
+/// Waits `period`; `false` once `stop` says to stop (a message, or its
+/// sender dropped).
+pub(crate) async fn idle(stop: &flume::Receiver<()>, period: Duration) -> bool {
+    tokio::time::timeout(period, stop.recv_async())
+        .await
+        .is_err()
 }
 
 impl Keeper {
     /// Renews every held lease; returns whether renewing failed (logged
     /// once per outage, not every interval).
-    fn renew(&self, was_failing: bool) -> bool {
+    async fn renew(&self, was_failing: bool) -> bool {
         let held = self.board.snapshot();
         if held.is_empty() {
             return false;
         }
         let tokens: Vec<FenceToken> = held.iter().map(|l| l.token).collect();
         let sent = self.clock.mono_ms();
-        let failing = match self.journal.renew_shards(&tokens) {
+        let failing = match self.journal.renew_shards(&tokens).await {
             Ok(renewed) => {
                 let until = valid_until(sent, Some(self.ttl));
                 for lease in &held {
@@ -239,14 +242,16 @@ impl Keeper {
     }
 
     /// Claims the wanted shards held by nobody valid, through their workers.
-    fn claim_missing(&self) {
+    async fn claim_missing(&self) {
         let missing = self.board.missing(self.clock.mono_ms());
         if missing.is_empty() {
             return;
         }
         match crate::lease_requests(&self.senders, &missing, |shards, reply| {
             Request::Acquire(crate::request::LeaseRequest { shards, reply })
-        }) {
+        })
+        .await
+        {
             Ok(tokens) if !tokens.is_empty() => {
                 tracing::info!(
                     claimed = tokens.len(),

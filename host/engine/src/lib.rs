@@ -28,33 +28,35 @@ mod error;
 pub(crate) mod leases;
 pub(crate) mod memory;
 mod request;
+mod spawn;
 pub(crate) mod sweeper;
 pub(crate) mod worker;
 
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::thread::JoinHandle;
-use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use leases::LeaseBoard;
 use request::{CommandRequest, LeaseRequest, LeaseResult, Request, ViewRequest};
-use stead_journal::{EntityKey, FenceToken, Journal, ShardId};
+use stead_journal::{AsyncJournal, EntityKey, FenceToken, ShardId};
 use stead_runtime::Registry;
-use stead_types::Clock;
 use stead_types::config::{Limits, ShardOptions};
 use stead_types::shard::worker_of;
+use stead_types::{Clock, Joiner, Spawner};
 use worker::Worker;
 
 pub use error::Error;
 pub use request::{CommandReply, WorkerStats};
+pub use spawn::OsThreads;
 
 /// What the workers share.
 pub struct EngineParts {
-    pub journal: Arc<dyn Journal>,
+    pub journal: Arc<dyn AsyncJournal>,
     pub registry: Arc<Registry>,
     pub clock: Arc<dyn Clock>,
+    /// Where the workers, the keeper and the sweeper run ([`OsThreads`] in
+    /// production).
+    pub spawner: Arc<dyn Spawner>,
     pub options: ShardOptions,
     pub limits: Limits,
     /// How often held leases are renewed, when the journal's expire.
@@ -71,15 +73,13 @@ pub struct LeaseStatus {
 
 /// The workers and the routing to them.
 pub struct Shards {
-    senders: Vec<SyncSender<Request>>,
-    threads: Vec<JoinHandle<()>>,
+    senders: Vec<flume::Sender<Request>>,
+    workers: Vec<Box<dyn Joiner>>,
     board: Arc<LeaseBoard>,
     clock: Arc<dyn Clock>,
-    /// The lease keeper, when the journal's leases expire; dropping the
-    /// sender stops it.
-    keeper: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
-    /// The command-id sweeper; dropping the sender stops it.
-    sweeper: Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>,
+    /// The lease keeper (when the journal's leases expire) and the
+    /// command-id sweeper; dropping a sender stops its loop.
+    helpers: Vec<(&'static str, flume::Sender<()>, Box<dyn Joiner>)>,
 }
 
 impl Shards {
@@ -88,9 +88,9 @@ impl Shards {
         let workers = parts.options.workers.max(1);
         let board = Arc::new(LeaseBoard::default());
         let mut senders = Vec::with_capacity(workers);
-        let mut threads = Vec::with_capacity(workers);
+        let mut joiners = Vec::with_capacity(workers);
         for index in 0..workers {
-            let (tx, rx) = std::sync::mpsc::sync_channel(parts.options.queue_depth.max(1));
+            let (tx, rx) = flume::bounded(parts.options.queue_depth.max(1));
             let (journal, registry, clock, board) = (
                 parts.journal.clone(),
                 parts.registry.clone(),
@@ -98,54 +98,52 @@ impl Shards {
                 board.clone(),
             );
             let (options, limits) = (parts.options.clone(), parts.limits.clone());
-            // The worker is made on its own thread: its instances stay there.
-            let thread = std::thread::Builder::new()
-                .name(format!("stead-shard-worker-{index}"))
-                .spawn(move || {
-                    Worker::new(journal, registry, clock, board, options, limits).run(rx)
-                })?;
+            // The worker is made where it runs: its instances stay there.
+            let joiner = parts.spawner.spawn(
+                format!("stead-shard-worker-{index}"),
+                Box::new(move || {
+                    Box::pin(Worker::new(journal, registry, clock, board, options, limits).run(rx))
+                }),
+            )?;
             senders.push(tx);
-            threads.push(thread);
+            joiners.push(joiner);
         }
-        let keeper = match parts.journal.lease_ttl() {
-            None => None,
-            Some(ttl) => {
-                let (stop, stopped) = std::sync::mpsc::channel();
-                let keeper = leases::Keeper {
-                    journal: parts.journal.clone(),
-                    clock: parts.clock.clone(),
-                    board: board.clone(),
-                    senders: senders.clone(),
-                    ttl,
-                    interval: parts.lease_renew_interval.min(ttl / 2),
-                };
-                let thread = std::thread::Builder::new()
-                    .name("stead-lease-keeper".into())
-                    .spawn(move || leases::run_keeper(keeper, stopped))?;
-                Some((stop, thread))
-            }
-        };
-        let sweeper = {
-            let (stop, stopped) = std::sync::mpsc::channel();
-            let sweeper = sweeper::Sweeper {
+        let mut helpers = Vec::new();
+        if let Some(ttl) = parts.journal.lease_ttl() {
+            let (stop, stopped) = flume::bounded(1);
+            let keeper = leases::Keeper {
                 journal: parts.journal.clone(),
                 clock: parts.clock.clone(),
                 board: board.clone(),
-                horizon: parts.options.dedup_horizon,
-                every: (parts.options.idle_timeout / 4).max(std::time::Duration::from_millis(50)),
+                senders: senders.clone(),
+                ttl,
+                interval: parts.lease_renew_interval.min(ttl / 2),
             };
-            let thread = std::thread::Builder::new()
-                .name("stead-command-id-sweeper".into())
-                .spawn(move || sweeper::run_sweeper(sweeper, stopped))?;
-            Some((stop, thread))
+            let joiner = parts.spawner.spawn(
+                "stead-lease-keeper".into(),
+                Box::new(move || Box::pin(leases::run_keeper(keeper, stopped))),
+            )?;
+            helpers.push(("lease keeper", stop, joiner));
+        }
+        let (stop, stopped) = flume::bounded(1);
+        let sweeper = sweeper::Sweeper {
+            journal: parts.journal.clone(),
+            clock: parts.clock.clone(),
+            board: board.clone(),
+            horizon: parts.options.dedup_horizon,
+            every: (parts.options.idle_timeout / 4).max(std::time::Duration::from_millis(50)),
         };
+        let joiner = parts.spawner.spawn(
+            "stead-command-id-sweeper".into(),
+            Box::new(move || Box::pin(sweeper::run_sweeper(sweeper, stopped))),
+        )?;
+        helpers.push(("sweeper", stop, joiner));
         Ok(Self {
             senders,
-            threads,
+            workers: joiners,
             board,
             clock: parts.clock,
-            keeper,
-            sweeper,
+            helpers,
         })
     }
 
@@ -170,45 +168,59 @@ impl Shards {
         self.board.wanted_shards()
     }
 
-    fn sender(&self, shard: ShardId) -> &SyncSender<Request> {
+    fn sender(&self, shard: ShardId) -> &flume::Sender<Request> {
         &self.senders[worker_of(shard, self.senders.len())]
     }
 
     fn submit(&self, shard: ShardId, request: Request) -> Result<(), Error> {
         match self.sender(shard).try_send(request) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::Overloaded(format!(
+            Err(flume::TrySendError::Full(_)) => Err(Error::Overloaded(format!(
                 "the worker of shard {shard} has its queue full; retry later"
             ))),
-            Err(TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
+            Err(flume::TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
         }
     }
 
     /// Has each shard's worker claim its lease and serve it; blocks until
-    /// every worker answered. Returns the tokens in the order of `shards`;
-    /// a shard another node holds is left out, and (with a journal whose
-    /// leases expire) claimed later, once that node's lease has expired.
+    /// every worker answered (see [`Shards::acquire_async`]).
     pub fn acquire(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
+        futures_executor::block_on(self.acquire_async(shards))
+    }
+
+    /// Has each shard's worker claim its lease and serve it, once every
+    /// worker answered. Returns the tokens in the order of `shards`; a shard
+    /// another node holds is left out, and (with a journal whose leases
+    /// expire) claimed later, once that node's lease has expired.
+    pub async fn acquire_async(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
         self.board.want(shards);
         let mut tokens = lease_requests(&self.senders, shards, |shards, reply| {
             Request::Acquire(LeaseRequest { shards, reply })
-        })?;
+        })
+        .await?;
         let order: std::collections::HashMap<ShardId, usize> =
             shards.iter().enumerate().map(|(i, s)| (*s, i)).collect();
         tokens.sort_by_key(|t| order.get(&t.shard).copied().unwrap_or(usize::MAX));
         Ok(tokens)
     }
 
+    /// Has each shard's worker stop serving it; blocks until every worker
+    /// answered (see [`Shards::release_async`]).
+    pub fn release(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
+        futures_executor::block_on(self.release_async(shards))
+    }
+
     /// Has each shard's worker stop serving it: commands queued before the
     /// release finish (and their events are durable), later ones fail with
     /// [`Error::NotOwner`], the shard's entities leave memory and its lease
-    /// is released. Blocks until every worker answered; returns the tokens
+    /// is released. Returns, once every worker answered, the tokens
     /// released (shards not held are skipped).
-    pub fn release(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
+    pub async fn release_async(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, Error> {
         self.board.unwant(shards);
         lease_requests(&self.senders, shards, |shards, reply| {
             Request::Release(LeaseRequest { shards, reply })
         })
+        .await
     }
 
     /// Queues a command; the receiver yields its outcome once durable. With
@@ -220,7 +232,7 @@ impl Shards {
         command: Vec<u8>,
         command_id: String,
         digest: Option<[u8; 32]>,
-        deadline: Instant,
+        deadline_ms: u64,
         span: tracing::Span,
     ) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
         let (tx, rx) = oneshot::channel();
@@ -233,7 +245,7 @@ impl Shards {
                 command_id,
                 digest,
                 reply: tx,
-                deadline,
+                deadline_ms,
                 span,
             }),
         )?;
@@ -325,17 +337,15 @@ impl Shards {
 
     /// Stops the workers after they finish what is queued.
     pub fn shutdown(self) {
-        for (name, helper) in [("lease keeper", self.keeper), ("sweeper", self.sweeper)] {
-            if let Some((stop, thread)) = helper {
-                drop(stop);
-                if thread.join().is_err() {
-                    tracing::error!("the {name} panicked");
-                }
+        for (name, stop, joiner) in self.helpers {
+            drop(stop);
+            if !joiner.join() {
+                tracing::error!("the {name} panicked");
             }
         }
         drop(self.senders);
-        for thread in self.threads {
-            if thread.join().is_err() {
+        for joiner in self.workers {
+            if !joiner.join() {
                 tracing::error!("a shard worker panicked");
             }
         }
@@ -343,25 +353,26 @@ impl Shards {
 }
 
 /// Sends each worker its part of `shards` and gathers the answers.
-pub(crate) fn lease_requests(
-    senders: &[SyncSender<Request>],
+pub(crate) async fn lease_requests(
+    senders: &[flume::Sender<Request>],
     shards: &[ShardId],
-    make: impl Fn(Vec<ShardId>, std::sync::mpsc::Sender<LeaseResult>) -> Request,
+    make: impl Fn(Vec<ShardId>, flume::Sender<LeaseResult>) -> Request,
 ) -> Result<Vec<FenceToken>, Error> {
     let workers = senders.len();
     let mut per_worker: Vec<Vec<ShardId>> = vec![Vec::new(); workers];
     for &shard in shards {
         per_worker[worker_of(shard, workers)].push(shard);
     }
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = flume::unbounded();
     let mut asked = 0;
     for (sender, part) in senders.iter().zip(per_worker) {
         if part.is_empty() {
             continue;
         }
-        // A blocking send: a lease change must not be lost to a full queue.
+        // Waits for room: a lease change must not be lost to a full queue.
         sender
-            .send(make(part, tx.clone()))
+            .send_async(make(part, tx.clone()))
+            .await
             .map_err(|_| Error::ShuttingDown)?;
         asked += 1;
     }
@@ -369,7 +380,7 @@ pub(crate) fn lease_requests(
     let mut tokens = Vec::with_capacity(shards.len());
     let mut first_error = None;
     for _ in 0..asked {
-        match rx.recv().map_err(|_| Error::ShuttingDown)? {
+        match rx.recv_async().await.map_err(|_| Error::ShuttingDown)? {
             Ok(mut t) => tokens.append(&mut t),
             Err(e) => {
                 first_error.get_or_insert(e);

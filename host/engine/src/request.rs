@@ -5,8 +5,6 @@
 //! answers each request exactly once (dropping the sender, at shutdown, is
 //! the only other outcome the caller sees).
 
-use std::time::Instant;
-
 use tokio::sync::oneshot;
 use tracing::Span;
 
@@ -76,8 +74,9 @@ pub(crate) struct CommandRequest {
     /// indexed, and a retry must carry the same command.
     pub(crate) digest: Option<[u8; 32]>,
     pub(crate) reply: oneshot::Sender<Result<CommandReply, Error>>,
-    /// Not started after this instant: the caller has given up or is about to.
-    pub(crate) deadline: Instant,
+    /// Not started once the node's monotonic clock reads this (ms): the
+    /// caller has given up or is about to.
+    pub(crate) deadline_ms: u64,
     pub(crate) span: Span,
 }
 
@@ -89,7 +88,7 @@ pub(crate) struct ViewRequest {
 
 pub(crate) struct LeaseRequest {
     pub(crate) shards: Vec<ShardId>,
-    pub(crate) reply: std::sync::mpsc::Sender<LeaseResult>,
+    pub(crate) reply: flume::Sender<LeaseResult>,
 }
 
 /// A worker's answer to an acquire or a release.

@@ -1,4 +1,4 @@
-//! The sweeper thread: forgets the journal's index entries of caller-given
+//! The sweeper loop: forgets the journal's index entries of caller-given
 //! command ids older than the dedup horizon, in every shard this node holds.
 //!
 //! It runs beside the workers, never on them: on a shared journal an expiry
@@ -11,10 +11,9 @@
 //! is worked off over several sweeps and never floods the journal.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use stead_journal::{FenceToken, Journal};
+use stead_journal::{AsyncJournal, FenceToken};
 use stead_types::Clock;
 
 use crate::leases::LeaseBoard;
@@ -24,7 +23,7 @@ pub(crate) const EXPIRED_PER_SWEEP: usize = 10_000;
 
 /// What the sweeper works with.
 pub(crate) struct Sweeper {
-    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) journal: Arc<dyn AsyncJournal>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) board: Arc<LeaseBoard>,
     pub(crate) horizon: Duration,
@@ -32,18 +31,14 @@ pub(crate) struct Sweeper {
 }
 
 /// Sweeps every `every` until `stop`'s sender is dropped.
-pub(crate) fn run_sweeper(sweeper: Sweeper, stop: Receiver<()>) {
-    loop {
-        match stop.recv_timeout(sweeper.every) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        sweeper.sweep();
+pub(crate) async fn run_sweeper(sweeper: Sweeper, stop: flume::Receiver<()>) {
+    while crate::leases::idle(&stop, sweeper.every).await {
+        sweeper.sweep().await;
     }
 }
 
 impl Sweeper {
-    fn sweep(&self) {
+    async fn sweep(&self) {
         let horizon = u64::try_from(self.horizon.as_millis()).unwrap_or(u64::MAX);
         let Some(before_ms) = self.clock.wall_ms().checked_sub(horizon) else {
             return;
@@ -54,7 +49,11 @@ impl Sweeper {
             if budget == 0 {
                 break;
             }
-            match self.journal.expire_command_ids(fence, before_ms, budget) {
+            match self
+                .journal
+                .expire_command_ids(fence, before_ms, budget)
+                .await
+            {
                 Ok(expired) => budget -= expired.min(budget),
                 Err(e) => {
                     tracing::debug!(shard = fence.shard, error = %e, "expiring command ids failed; retried at the next sweep");

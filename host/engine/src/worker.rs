@@ -1,4 +1,4 @@
-//! A shard worker: one OS thread owning the shards it holds the lease of and
+//! A shard worker: one loop (an OS thread of its own in production) owning the shards it holds the lease of and
 //! every active entity in them.
 //!
 //! The loop takes a batch of queued requests, runs each command through the
@@ -26,10 +26,11 @@
 // caller-chosen ids (seeded, so collisions cannot be planned).
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use stead_journal::{EntityKey, FenceToken, Journal, ShardId};
+use tracing::Instrument;
+
+use stead_journal::{AsyncJournal, EntityKey, FenceToken, ShardId};
 use stead_runtime::Registry;
 use stead_types::Clock;
 use stead_types::config::{Limits, ShardOptions};
@@ -46,9 +47,9 @@ mod invoke;
 use commit::Batch;
 use invoke::InstancePool;
 
-/// Everything a worker owns, created on its thread.
+/// Everything a worker owns, created where it runs.
 pub(crate) struct Worker {
-    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) journal: Arc<dyn AsyncJournal>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: ShardOptions,
@@ -97,7 +98,7 @@ impl Activations {
 
 impl Worker {
     pub(crate) fn new(
-        journal: Arc<dyn Journal>,
+        journal: Arc<dyn AsyncJournal>,
         registry: Arc<Registry>,
         clock: Arc<dyn Clock>,
         board: Arc<LeaseBoard>,
@@ -121,18 +122,19 @@ impl Worker {
         }
     }
 
-    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+    pub(crate) async fn run(mut self, rx: flume::Receiver<Request>) {
         let sweep_every = (self.options.idle_timeout / 4).max(Duration::from_millis(50));
-        let mut last_sweep = Instant::now();
+        let sweep_every_ms = u64::try_from(sweep_every.as_millis()).unwrap_or(u64::MAX);
+        let mut last_sweep = self.mono_ms();
         loop {
             // Deferred requests go first, in their order; wait for new ones
             // only when there are none.
             let mut batch = std::mem::take(&mut self.deferred);
             if batch.is_empty() {
-                match rx.recv_timeout(sweep_every) {
-                    Ok(request) => batch.push(request),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                match tokio::time::timeout(sweep_every, rx.recv_async()).await {
+                    Ok(Ok(request)) => batch.push(request),
+                    Err(_elapsed) => {}
+                    Ok(Err(flume::RecvError::Disconnected)) => return,
                 }
             }
             if !batch.is_empty() {
@@ -142,11 +144,11 @@ impl Worker {
                         Err(_) => break,
                     }
                 }
-                self.process(batch);
+                self.process(batch).await;
             }
-            if last_sweep.elapsed() >= sweep_every {
+            if self.mono_ms().saturating_sub(last_sweep) >= sweep_every_ms {
                 self.passivate_idle();
-                last_sweep = Instant::now();
+                last_sweep = self.mono_ms();
             }
         }
     }
@@ -186,9 +188,9 @@ impl Worker {
         }
     }
 
-    fn process(&mut self, requests: Vec<Request>) {
+    async fn process(&mut self, requests: Vec<Request>) {
         let mut batch = Batch::new(self.clock.wall_ms());
-        self.prefetch_command_ids(&requests, &mut batch);
+        self.prefetch_command_ids(&requests, &mut batch).await;
         let mut budget = Activations {
             left: self.options.max_activations_per_batch.max(1),
             deferred: HashSet::new(),
@@ -207,15 +209,16 @@ impl Worker {
                         continue;
                     }
                     let span = cmd.span.clone();
-                    let _enter = span.enter();
-                    if Instant::now() >= cmd.deadline {
-                        tracing::debug!("deadline passed in the queue: not executed");
+                    if self.mono_ms() >= cmd.deadline_ms {
+                        span.in_scope(|| {
+                            tracing::debug!("deadline passed in the queue: not executed");
+                        });
                         let _ = cmd.reply.send(Err(Error::DeadlineExceeded(
                             "the command waited in the queue past its deadline and was not executed; it is safe to retry".into(),
                         )));
                         continue;
                     }
-                    self.handle(cmd, &mut batch);
+                    self.handle(cmd, &mut batch).instrument(span).await;
                 }
                 Request::View(view) => {
                     if let Err(e) = self.serving(view.key.shard) {
@@ -233,7 +236,7 @@ impl Worker {
                 Request::Seed(req) => batch.seeds.push(req),
                 Request::Lapse(token) => self.lapse(token),
                 Request::Acquire(req) => {
-                    let result = self.acquire(&req.shards);
+                    let result = self.acquire(&req.shards).await;
                     let _ = req.reply.send(result);
                 }
                 Request::Release(req) => {
@@ -247,8 +250,8 @@ impl Worker {
                     }
                     // A barrier: what came before it is committed first.
                     let done = std::mem::replace(&mut batch, Batch::new(self.clock.wall_ms()));
-                    self.finish(done);
-                    let result = self.release(&req.shards);
+                    self.finish(done).await;
+                    let result = self.release(&req.shards).await;
                     let _ = req.reply.send(result);
                 }
                 Request::PassivateAll(tx) => {
@@ -268,7 +271,7 @@ impl Worker {
                 }
             }
         }
-        self.finish(batch);
+        self.finish(batch).await;
     }
 
     /// Whether this worker may serve `shard` now: it holds the lease and the
@@ -307,7 +310,7 @@ impl Worker {
     /// memory, or the id is not among its window's candidates): new keys
     /// then cost no round trip each. A failed lookup is left to the
     /// per-command path, which reports it.
-    fn prefetch_command_ids(&self, requests: &[Request], batch: &mut Batch) {
+    async fn prefetch_command_ids(&self, requests: &[Request], batch: &mut Batch) {
         let lookups: Vec<(EntityKey, String)> = requests
             .iter()
             .filter_map(|r| match r {
@@ -326,16 +329,20 @@ impl Worker {
         if lookups.is_empty() {
             return;
         }
-        match self.journal.find_command_ids(&lookups) {
+        match self.journal.find_command_ids(&lookups).await {
             Ok(found) => batch.indexed = lookups.into_iter().zip(found).collect(),
             Err(e) => tracing::debug!(error = %e, "prefetching command ids failed"),
         }
     }
 
     /// Claims the leases of `shards` and serves them from now on.
-    fn acquire(&mut self, shards: &[ShardId]) -> LeaseResult {
+    async fn acquire(&mut self, shards: &[ShardId]) -> LeaseResult {
         let sent = self.mono_ms();
-        let tokens = self.journal.claim_shards(shards).map_err(Error::Storage)?;
+        let tokens = self
+            .journal
+            .claim_shards(shards)
+            .await
+            .map_err(Error::Storage)?;
         let valid_until = leases::valid_until(sent, self.journal.lease_ttl());
         for token in &tokens {
             let lease = HeldLease::new(*token, valid_until);
@@ -358,7 +365,7 @@ impl Worker {
     }
 
     /// Stops serving `shards`: drops their entities and releases the leases.
-    fn release(&mut self, shards: &[ShardId]) -> LeaseResult {
+    async fn release(&mut self, shards: &[ShardId]) -> LeaseResult {
         let tokens: Vec<FenceToken> = shards
             .iter()
             .filter_map(|shard| self.fences.remove(shard))
@@ -377,6 +384,7 @@ impl Worker {
         self.after_passivation(before - self.entities.len());
         self.journal
             .release_shards(&tokens)
+            .await
             .map_err(Error::Storage)?;
         tracing::info!(shards = tokens.len(), "shards released");
         Ok(tokens)

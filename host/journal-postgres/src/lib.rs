@@ -30,9 +30,10 @@
 //! memory: a token it does not hold is refused before any round trip, and a
 //! lease the database says was lost is forgotten at once.
 //!
-//! The [`Journal`] methods block; they run the async client on the journal's
-//! own small runtime and are called from shard worker threads or
-//! `spawn_blocking`, never from async tasks. Every call is bounded by the
+//! The [`Journal`] methods block; the async client runs on the journal's
+//! own small runtime, and the calling thread (a shard worker's, or
+//! `spawn_blocking`) waits without starting a runtime of its own, so a
+//! worker driving its loop's runtime may call them. Every call is bounded by the
 //! configured timeout: an unreachable database fails requests as
 //! [`JournalError::Unavailable`] naming it, and the pool reconnects by
 //! itself when it is back.
@@ -276,7 +277,11 @@ impl PostgresJournal {
         self.shared.options.redacted_url()
     }
 
-    /// Runs `work` on the journal's runtime, bounded by the timeout.
+    /// Runs `work` in the journal's runtime's context, bounded by the
+    /// timeout, blocking the calling thread until it is done. The calling
+    /// thread may be driving a runtime of its own (a shard worker's), so
+    /// this never starts a runtime on it: the connections' I/O and the
+    /// timer are driven by the journal's runtime threads.
     pub(crate) fn run<T>(
         &self,
         what: &str,
@@ -286,7 +291,8 @@ impl PostgresJournal {
             return Err(JournalError::Closed);
         };
         let timeout = self.shared.options.timeout;
-        runtime.block_on(async {
+        let _context = runtime.enter();
+        futures_executor::block_on(async {
             tokio::time::timeout(timeout, work)
                 .await
                 .unwrap_or_else(|_| {
@@ -388,8 +394,8 @@ impl Journal for PostgresJournal {
         if self.commits.send(job).is_err() {
             return vec![Err(AppendError::Storage(JournalError::Closed)); n];
         }
-        reply
-            .blocking_recv()
+        // Not `blocking_recv`: the caller may be driving a runtime.
+        futures_executor::block_on(reply)
             .unwrap_or_else(|_| vec![Err(AppendError::Storage(JournalError::Closed)); n])
     }
 

@@ -33,8 +33,12 @@
 //! A shared backend also keeps the deployed components
 //! ([`DeploymentStore`]), so every node serves the same versions.
 //!
+//! The engine awaits the journal through [`AsyncJournal`]: a blocking
+//! backend runs inline ([`Inline`]), a networked one answers when it can.
+//!
 //! The journal knows nothing of wasm, shards' workers or commands' meaning.
 
+pub mod asynchronous;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
@@ -42,12 +46,13 @@ pub mod record;
 
 use std::sync::Arc;
 
+pub use asynchronous::{AsyncJournal, BoxFuture, Inline};
 pub use memory::{MemoryJournal, MemoryStore};
 pub use record::{CommandIdRecord, EventRecord, SnapshotRecord};
 pub use stead_types::{EntityKey, FenceToken, ShardId};
 
 /// Events to append to one entity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EntityAppend {
     pub key: EntityKey,
     /// The entity's last sequence number as the writer knows it (0 if none).
@@ -94,14 +99,14 @@ impl EntityAppend {
 }
 
 /// An event as stored, with its sequence number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     pub seq_nr: u64,
     pub record: EventRecord,
 }
 
 /// Why one entity's append was refused. Nothing was written for it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AppendError {
     #[error("sequence conflict on {key}: expected last seq-nr {expected}, journal has {actual}")]
     Conflict {

@@ -27,7 +27,7 @@ const MIN_EVENT_BYTES: usize = 16;
 const FLAG_LAST: u8 = 0b1;
 
 /// One persisted event and what deduplication needs from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {
     /// The id of the command that emitted the event.
     pub command_id: String,
@@ -41,7 +41,7 @@ pub struct EventRecord {
 }
 
 /// A saved state of an entity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotRecord {
     /// The sequence number of the last event folded into `state`.
     pub seq_nr: u64,
@@ -57,7 +57,7 @@ pub struct SnapshotRecord {
 
 /// A command id a caller gave, indexed so that a retry is recognised for
 /// the whole dedup horizon, however many commands came in between.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommandIdRecord {
     pub command_id: String,
     /// The sequence number of the command's last event, which stores the

@@ -26,9 +26,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use stead_engine::{EngineParts, Shards, WorkerStats};
+use stead_engine::{EngineParts, OsThreads, Shards, WorkerStats};
 use stead_journal::{
-    DeploymentStore, EntityKey, FenceToken, Journal, MemoryJournal, ShardId, StoredEvent,
+    AsyncJournal, DeploymentStore, EntityKey, FenceToken, Inline, Journal, MemoryJournal, ShardId,
+    StoredEvent,
 };
 use stead_journal_postgres::PostgresJournal;
 use stead_journal_sled::SledJournal;
@@ -45,12 +46,12 @@ use deployments::{Poller, SharedDeployments};
 pub use stead_engine::{CommandReply, LeaseStatus};
 pub use stead_journal::JournalError;
 pub use stead_types::config::{JournalConfig, NodeConfig};
-pub use stead_types::{Clock, SettableClock, SystemClock};
+pub use stead_types::{Clock, SettableClock, Spawner, SystemClock};
 
 const NODE_FORMAT: u32 = 1;
 
 /// The longest request timeout a command is given, whatever the config says:
-/// its deadlines (`now + 2 * timeout`) must not overflow `Instant`.
+/// its deadlines (`now + 2 * timeout`) must not overflow.
 const MAX_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// A deployed entity type.
@@ -82,10 +83,10 @@ pub struct NodeStats {
 /// A queued command's outcome, available once its events are durable.
 pub struct PendingReply {
     rx: tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>,
-    /// When an async caller stops waiting: the request timeout twice over.
-    /// A command that started before its deadline finishes within a batch,
-    /// so only a stalled journal gets here.
-    give_up_at: std::time::Instant,
+    /// How long an async caller waits: the request timeout twice over. A
+    /// command that started before its deadline finishes within a batch, so
+    /// only a stalled journal gets here.
+    give_up_after: std::time::Duration,
 }
 
 impl PendingReply {
@@ -93,8 +94,7 @@ impl PendingReply {
     /// (a stalled disk), says so: the command may still be applied, and a
     /// retry with the same command id tells which.
     pub async fn wait(self) -> Result<CommandReply, NodeError> {
-        let at = tokio::time::Instant::from_std(self.give_up_at);
-        match tokio::time::timeout_at(at, self.rx).await {
+        match tokio::time::timeout(self.give_up_after, self.rx).await {
             Ok(outcome) => outcome
                 .map_err(|_| NodeError::ShuttingDown)?,
             Err(_) => Err(NodeError::DeadlineExceeded(
@@ -120,7 +120,8 @@ struct NodeMeta {
 /// A running node over one data directory.
 pub struct Node {
     config: NodeConfig,
-    journal: Arc<dyn Journal>,
+    journal: Arc<dyn AsyncJournal>,
+    clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
     /// With a shared journal: its deployment store and the poller that
     /// loads deploys made on other nodes.
@@ -145,26 +146,28 @@ impl Node {
             config,
             journal: None,
             clock: None,
+            spawner: None,
         }
     }
 
     fn open_with(
         config: NodeConfig,
-        journal: Option<Arc<dyn Journal>>,
+        journal: Option<Arc<dyn AsyncJournal>>,
         clock: Arc<dyn Clock>,
+        spawner: Arc<dyn Spawner>,
     ) -> Result<Self, NodeError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", dir.display())))?;
         check_node_meta(dir, config.shard_count)?;
         let mut store: Option<Arc<dyn DeploymentStore>> = None;
-        let journal: Arc<dyn Journal> = match (journal, &config.journal) {
+        let journal: Arc<dyn AsyncJournal> = match (journal, &config.journal) {
             (Some(journal), _) => journal,
-            (None, JournalConfig::Sled(options)) => Arc::new(
+            (None, JournalConfig::Sled(options)) => Arc::new(Inline(Arc::new(
                 SledJournal::open(&dir.join("journal"), options.clone())
                     .map_err(NodeError::Storage)?,
-            ),
-            (None, JournalConfig::Memory) => Arc::new(MemoryJournal::new()),
+            ))),
+            (None, JournalConfig::Memory) => Arc::new(Inline(Arc::new(MemoryJournal::new()))),
             (None, JournalConfig::Postgres(options)) => {
                 let journal = Arc::new(
                     PostgresJournal::open(options.clone())
@@ -174,7 +177,7 @@ impl Node {
                     .check_shard_count(config.shard_count)
                     .map_err(|e| NodeError::Config(e.to_string()))?;
                 store = Some(journal.clone());
-                journal
+                Arc::new(Inline(journal))
             }
         };
         let runtime = Runtime::new(config.engine.clone())
@@ -199,7 +202,8 @@ impl Node {
         let shards = Shards::start(EngineParts {
             journal: journal.clone(),
             registry: registry.clone(),
-            clock,
+            clock: clock.clone(),
+            spawner,
             options: config.shards.clone(),
             limits: config.limits.clone(),
             lease_renew_interval: match &config.journal {
@@ -219,6 +223,7 @@ impl Node {
         Ok(Self {
             config,
             journal,
+            clock,
             registry,
             shared_deployments: shared,
             shards: Some(shards),
@@ -293,12 +298,30 @@ impl Node {
         self.shards()?.acquire(shards)
     }
 
+    /// [`Node::acquire_shards`], awaited.
+    pub async fn acquire_shards_async(
+        &self,
+        shards: &[ShardId],
+    ) -> Result<Vec<FenceToken>, NodeError> {
+        self.check_shards(shards)?;
+        self.shards()?.acquire_async(shards).await
+    }
+
     /// Stops serving `shards`: what was queued for them before finishes,
     /// their entities leave memory and their leases are released; later
     /// requests for them fail with `NotOwner`. Blocks until done.
     pub fn release_shards(&self, shards: &[ShardId]) -> Result<Vec<FenceToken>, NodeError> {
         self.check_shards(shards)?;
         self.shards()?.release(shards)
+    }
+
+    /// [`Node::release_shards`], awaited.
+    pub async fn release_shards_async(
+        &self,
+        shards: &[ShardId],
+    ) -> Result<Vec<FenceToken>, NodeError> {
+        self.check_shards(shards)?;
+        self.shards()?.release_async(shards).await
     }
 
     fn check_shards(&self, shards: &[ShardId]) -> Result<(), NodeError> {
@@ -406,10 +429,11 @@ impl Node {
         command_id: Option<String>,
     ) -> Result<PendingReply, NodeError> {
         let timeout = self.config.limits.request_timeout.min(MAX_REQUEST_TIMEOUT);
-        let now = std::time::Instant::now();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = self.clock.mono_ms().saturating_add(timeout_ms);
         Ok(PendingReply {
-            rx: self.enqueue(entity_type, entity_id, command, command_id, now + timeout)?,
-            give_up_at: now + 2 * timeout,
+            rx: self.enqueue(entity_type, entity_id, command, command_id, deadline_ms)?,
+            give_up_after: 2 * timeout,
         })
     }
 
@@ -431,7 +455,7 @@ impl Node {
         entity_id: &str,
         command: Vec<u8>,
         command_id: Option<String>,
-        deadline: std::time::Instant,
+        deadline_ms: u64,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>, NodeError> {
         let key = self.entity_key(entity_type, entity_id)?;
         let limits = &self.config.limits;
@@ -475,7 +499,7 @@ impl Node {
             seq_nr = tracing::field::Empty,
         );
         self.shards()?
-            .command(key, command, command_id, digest, deadline, span)
+            .command(key, command, command_id, digest, deadline_ms, span)
     }
 
     /// The entity's view (its read model, JSON).
@@ -539,8 +563,7 @@ impl Node {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, NodeError> {
         let key = self.entity_key(entity_type, entity_id)?;
-        self.journal
-            .read_events(&key, from, limit)
+        futures_executor::block_on(self.journal.read_events(&key, from, limit))
             .map_err(NodeError::Storage)
     }
 
@@ -608,14 +631,28 @@ impl Node {
 /// Opens a [`Node`] with parts chosen by the caller.
 pub struct NodeBuilder {
     config: NodeConfig,
-    journal: Option<Arc<dyn Journal>>,
+    journal: Option<Arc<dyn AsyncJournal>>,
     clock: Option<Arc<dyn Clock>>,
+    spawner: Option<Arc<dyn Spawner>>,
 }
 
 impl NodeBuilder {
     /// Uses `journal` instead of the one the config chooses.
     pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(Arc::new(Inline(journal)));
+        self
+    }
+
+    /// Uses a journal reached through futures (the simulator's database).
+    pub fn async_journal(mut self, journal: Arc<dyn AsyncJournal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Runs the node's loops with `spawner` instead of one OS thread each
+    /// (the simulator runs them as tasks of a simulated host).
+    pub fn spawner(mut self, spawner: Arc<dyn Spawner>) -> Self {
+        self.spawner = Some(spawner);
         self
     }
 
@@ -627,7 +664,8 @@ impl NodeBuilder {
 
     pub fn open(self) -> Result<Node, NodeError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
-        Node::open_with(self.config, self.journal, clock)
+        let spawner = self.spawner.unwrap_or_else(|| Arc::new(OsThreads));
+        Node::open_with(self.config, self.journal, clock, spawner)
     }
 }
 

@@ -11,7 +11,9 @@ use std::fmt;
 pub type ShardId = u32;
 
 /// The identity of an entity in the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct EntityKey {
     pub shard: ShardId,
     pub entity_type: String,
@@ -43,7 +45,7 @@ impl fmt::Display for EntityKey {
 }
 
 /// Proof of holding a shard's lease: the shard and the lease's epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FenceToken {
     pub shard: ShardId,
     pub epoch: u64,

@@ -1,6 +1,6 @@
 //! What every layer of the stead host shares, with no behaviour of its own:
 //! identities ([`ids`]), the stable shard hash ([`shard`]), the clock seam
-//! ([`clock`]) and every option with its default ([`config`]).
+//! ([`clock`]), the task seam ([`spawn`]) and every option with its default ([`config`]).
 //!
 //! Invariant: this crate depends on no other stead crate; the others point
 //! at it.
@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod ids;
 pub mod shard;
+pub mod spawn;
 
 pub use clock::{Clock, SettableClock, SystemClock};
 pub use ids::{EntityKey, FenceToken, ShardId};
+pub use spawn::{Joiner, MakeTask, Spawner, Task};

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::oneshot;
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use stead_journal::{CommandIdRecord, EntityAppend, EntityKey, EventRecord, SnapshotRecord};
 use stead_runtime::Deployment;
@@ -82,32 +82,32 @@ pub(crate) struct Staged {
 impl Worker {
     /// Appends the batch's events, replies to its commands, then answers
     /// its reads.
-    pub(crate) fn finish(&mut self, batch: Batch) {
-        self.commit(batch.pending, batch.staged);
+    pub(crate) async fn finish(&mut self, batch: Batch) {
+        self.commit(batch.pending, batch.staged).await;
         #[cfg(feature = "testing")]
         {
             for seed in batch.seeds {
-                let result = self.seed(&seed.key, seed.events);
+                let result = self.seed(&seed.key, seed.events).await;
                 let _ = seed.reply.send(result);
             }
             for req in batch.states {
-                let result = self.state_of(&req.key);
+                let result = self.state_of(&req.key).await;
                 let _ = req.reply.send(result);
             }
         }
         for view in batch.views {
             let span = view.span.clone();
-            let _enter = span.enter();
-            let result = self
-                .serving(view.key.shard)
-                .and_then(|_| self.view(&view.key));
+            let result = match self.serving(view.key.shard) {
+                Ok(_) => self.view(&view.key).instrument(span).await,
+                Err(e) => Err(e),
+            };
             let _ = view.reply.send(result);
         }
     }
 
     /// Appends the staged events of every entity in one journal call, then
     /// replies to the pending commands.
-    fn commit(&mut self, pending: Vec<Pending>, staged: HashMap<EntityKey, Staged>) {
+    async fn commit(&mut self, pending: Vec<Pending>, staged: HashMap<EntityKey, Staged>) {
         let mut failed: HashMap<EntityKey, Error> = HashMap::new();
         // Entities whose append succeeded: the journal's fence proved the
         // lease theirs at commit, so their replies need no other check.
@@ -129,11 +129,11 @@ impl Worker {
                     command_ids: s.command_ids,
                 });
             }
-            let results = self.journal.append(appends);
+            let results = self.journal.append(appends).await;
             for ((key, deployment), result) in deployments.into_iter().zip(results) {
                 match result {
                     Ok(()) => {
-                        self.after_durable(&key, &deployment);
+                        self.after_durable(&key, &deployment).await;
                         appended.insert(key);
                     }
                     Err(e) => {
@@ -168,7 +168,8 @@ impl Worker {
     }
 
     /// Marks an entity's events durable and snapshots it per its policy.
-    fn after_durable(&mut self, key: &EntityKey, deployment: &Deployment) {
+    async fn after_durable(&mut self, key: &EntityKey, deployment: &Deployment) {
+        let journal = self.journal.clone();
         let Some(entity) = self.entities.get_mut(key) else {
             return;
         };
@@ -183,7 +184,7 @@ impl Worker {
             state: entity.state.clone(),
             dedup: entity.dedup.entries(),
         };
-        match self.journal.save_snapshot(key, &snapshot) {
+        match journal.save_snapshot(key, &snapshot).await {
             Ok(()) => {
                 entity.snapshot_seq_nr = entity.seq_nr;
                 tracing::debug!(seq_nr = entity.seq_nr, "snapshot saved");
@@ -195,10 +196,14 @@ impl Worker {
 
     /// Appends `events` to an entity as if commands had emitted them.
     #[cfg(feature = "testing")]
-    fn seed(&mut self, key: &EntityKey, events: Vec<Vec<u8>>) -> Result<u64, Error> {
+    async fn seed(&mut self, key: &EntityKey, events: Vec<Vec<u8>>) -> Result<u64, Error> {
         self.entities.remove(key);
         let fence = self.serving(key.shard)?;
-        let last = self.journal.last_seq_nr(key).map_err(Error::Storage)?;
+        let last = self
+            .journal
+            .last_seq_nr(key)
+            .await
+            .map_err(Error::Storage)?;
         let n = events.len() as u64;
         if n == 0 {
             return Ok(last);
@@ -219,7 +224,7 @@ impl Worker {
             events: records,
             command_ids: Vec::new(),
         };
-        match self.journal.append(vec![append]).pop() {
+        match self.journal.append(vec![append]).await.pop() {
             Some(Ok(())) => Ok(last + n),
             Some(Err(e)) => Err(Error::from(e)),
             None => Err(Error::Internal("the journal returned no result".into())),

@@ -64,23 +64,11 @@ pub(crate) struct Pooled {
 }
 
 impl Pooled {
-    /// Runs `f` on the instance; an error `is_fault` says is one discards it.
-    fn with<T, E>(
-        &mut self,
-        f: impl FnOnce(&mut GuestInstance) -> Result<T, E>,
-        is_fault: impl FnOnce(&E) -> bool,
-    ) -> Result<T, E> {
-        let instance = self
-            .instance
+    /// The instance (the caller marks it `faulted` if a call of its faults).
+    fn get(&mut self) -> &mut GuestInstance {
+        self.instance
             .as_mut()
-            .expect("a pooled instance is present until dropped");
-        let result = f(instance);
-        if let Err(e) = &result
-            && is_fault(e)
-        {
-            self.faulted = true;
-        }
-        result
+            .expect("a pooled instance is present until dropped")
     }
 
     /// Runs a guest call; a fault discards the instance.
@@ -88,7 +76,11 @@ impl Pooled {
         &mut self,
         f: impl FnOnce(&mut GuestInstance) -> Result<T, GuestFault>,
     ) -> Result<T, GuestFault> {
-        self.with(f, |_| true)
+        let result = f(self.get());
+        if result.is_err() {
+            self.faulted = true;
+        }
+        result
     }
 }
 
@@ -114,7 +106,7 @@ struct Invoked {
 impl Worker {
     /// Runs one command: its reply waits in `batch` for the append, or its
     /// error goes back at once.
-    pub(crate) fn handle(&mut self, cmd: CommandRequest, batch: &mut Batch) {
+    pub(crate) async fn handle(&mut self, cmd: CommandRequest, batch: &mut Batch) {
         let CommandRequest {
             key,
             command,
@@ -122,9 +114,12 @@ impl Worker {
             digest,
             reply,
             span,
-            deadline: _,
+            deadline_ms: _,
         } = cmd;
-        match self.invoke(&key, &command, &command_id, digest.as_ref(), batch) {
+        match self
+            .invoke(&key, &command, &command_id, digest.as_ref(), batch)
+            .await
+        {
             Ok(invoked) => {
                 span.record("seq_nr", invoked.seq_nr);
                 batch.pending.push(Pending {
@@ -143,7 +138,7 @@ impl Worker {
         }
     }
 
-    fn invoke(
+    async fn invoke(
         &mut self,
         key: &EntityKey,
         command: &[u8],
@@ -152,10 +147,10 @@ impl Worker {
         batch: &mut Batch,
     ) -> Result<Invoked, Error> {
         let mut instance = self.instance_for(&key.entity_type)?;
-        self.ensure_active(key, &mut instance)?;
+        self.ensure_active(key, &mut instance).await?;
         // Deduplication: a command id already persisted for this entity gets
         // the original reply and persists nothing.
-        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, digest, batch)? {
+        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, digest, batch).await? {
             tracing::debug!(seq_nr, "duplicate command id: original reply");
             return Ok(Invoked {
                 seq_nr,
@@ -244,17 +239,16 @@ impl Worker {
     }
 
     /// Makes sure `key` is in memory, recovering it if needed.
-    fn ensure_active(&mut self, key: &EntityKey, instance: &mut Pooled) -> Result<(), Error> {
+    async fn ensure_active(&mut self, key: &EntityKey, instance: &mut Pooled) -> Result<(), Error> {
         if !self.entities.contains_key(key) {
-            let journal = self.journal.as_ref();
             let window = self.options.dedup_window;
+            let activated =
+                activate(self.journal.as_ref(), instance.get(), key, window, false).await;
             // Activation faults discard the instance; journal errors keep it.
-            let entity = instance
-                .with(
-                    |i| activate(journal, i, key, window, false),
-                    |e| matches!(e, ActivationError::Guest(_)),
-                )
-                .map_err(|e| Error::activation(key, e))?;
+            if let Err(ActivationError::Guest(_)) = &activated {
+                instance.faulted = true;
+            }
+            let entity = activated.map_err(|e| Error::activation(key, e))?;
             self.activations += 1;
             tracing::debug!(seq_nr = entity.seq_nr, "activated");
             self.entities.insert(key.clone(), entity);
@@ -273,7 +267,7 @@ impl Worker {
     /// its command) missing there is looked up in this batch's staged events
     /// and then in the journal's index, within the dedup horizon. A caller's
     /// id found with another command's digest is refused.
-    fn find_duplicate(
+    async fn find_duplicate(
         &self,
         key: &EntityKey,
         command_id: &str,
@@ -300,12 +294,9 @@ impl Worker {
                 }
                 continue;
             }
-            if let Some(reply) = self.stored_reply(key, command_id, seq_nr)? {
+            if let Some(reply) = self.stored_reply(key, command_id, seq_nr).await? {
                 if let Some(digest) = digest
-                    && let Some(indexed) = self
-                        .journal
-                        .find_command_id(key, command_id)
-                        .map_err(Error::Storage)?
+                    && let Some(indexed) = self.find_command_id(key, command_id).await?
                     && indexed.digest != *digest
                 {
                     return Err(reused(command_id));
@@ -334,10 +325,7 @@ impl Worker {
         }
         let indexed = match batch.indexed.get(&(key.clone(), command_id.to_owned())) {
             Some(prefetched) => prefetched.clone(),
-            None => self
-                .journal
-                .find_command_id(key, command_id)
-                .map_err(Error::Storage)?,
+            None => self.find_command_id(key, command_id).await?,
         };
         let Some(indexed) = indexed else {
             return Ok(None);
@@ -351,13 +339,29 @@ impl Worker {
             return Err(reused(command_id));
         }
         Ok(self
-            .stored_reply(key, command_id, indexed.seq_nr)?
+            .stored_reply(key, command_id, indexed.seq_nr)
+            .await?
             .map(|reply| (indexed.seq_nr, reply)))
+    }
+
+    /// The index entry of one caller-given command id.
+    async fn find_command_id(
+        &self,
+        key: &EntityKey,
+        command_id: &str,
+    ) -> Result<Option<CommandIdRecord>, Error> {
+        let lookup = [(key.clone(), command_id.to_owned())];
+        let found = self
+            .journal
+            .find_command_ids(&lookup)
+            .await
+            .map_err(Error::Storage)?;
+        Ok(found.into_iter().next().flatten())
     }
 
     /// The reply stored with `command_id`'s last event at `seq_nr`, if that
     /// event is there and is that command's.
-    fn stored_reply(
+    async fn stored_reply(
         &self,
         key: &EntityKey,
         command_id: &str,
@@ -366,6 +370,7 @@ impl Worker {
         let events = self
             .journal
             .read_events(key, seq_nr, 1)
+            .await
             .map_err(Error::Storage)?;
         Ok(events.into_iter().next().and_then(|event| {
             (event.seq_nr == seq_nr && event.record.command_id == command_id)
@@ -375,9 +380,9 @@ impl Worker {
     }
 
     /// The entity's view, recovering it if needed.
-    pub(crate) fn view(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
+    pub(crate) async fn view(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
         let mut instance = self.instance_for(&key.entity_type)?;
-        self.ensure_active(key, &mut instance)?;
+        self.ensure_active(key, &mut instance).await?;
         let entity = self.entities.get(key).ok_or_else(vanished)?;
         let limits = &self.limits;
         instance
@@ -387,9 +392,9 @@ impl Worker {
 
     /// The entity's raw state bytes, recovering it if needed.
     #[cfg(feature = "testing")]
-    pub(crate) fn state_of(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
+    pub(crate) async fn state_of(&mut self, key: &EntityKey) -> Result<Vec<u8>, Error> {
         let mut instance = self.instance_for(&key.entity_type)?;
-        self.ensure_active(key, &mut instance)?;
+        self.ensure_active(key, &mut instance).await?;
         self.entities
             .get(key)
             .map(|e| e.state.clone())
