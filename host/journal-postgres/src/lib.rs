@@ -292,7 +292,11 @@ impl PostgresJournal {
         };
         let timeout = self.shared.options.timeout;
         let _context = runtime.enter();
-        futures_executor::block_on(async {
+        // Unconstrained: a worker's task has spent tokio's cooperative
+        // budget on its earlier calls within this poll, and nothing here
+        // returns to its scheduler to refill it (a spent budget would make
+        // every tokio primitive below answer "not yet" forever).
+        futures_executor::block_on(tokio::task::unconstrained(async {
             tokio::time::timeout(timeout, work)
                 .await
                 .unwrap_or_else(|_| {
@@ -301,7 +305,7 @@ impl PostgresJournal {
                         self.shared.options.redacted_url()
                     )))
                 })
-        })
+        }))
     }
 }
 
@@ -394,8 +398,9 @@ impl Journal for PostgresJournal {
         if self.commits.send(job).is_err() {
             return vec![Err(AppendError::Storage(JournalError::Closed)); n];
         }
-        // Not `blocking_recv`: the caller may be driving a runtime.
-        futures_executor::block_on(reply)
+        // Not `blocking_recv`: the caller may be driving a runtime (and
+        // unconstrained, as in `run`).
+        futures_executor::block_on(tokio::task::unconstrained(reply))
             .unwrap_or_else(|_| vec![Err(AppendError::Storage(JournalError::Closed)); n])
     }
 
