@@ -174,6 +174,7 @@ impl Cluster {
             routes: routes_rx,
             peers: Peers::new(config.forward_timeout, dialer),
             wait: config.forward_wait,
+            counters: Arc::default(),
         });
         let (phase, phase_rx) = watch::channel(Phase::Joining);
         let isolated = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -199,6 +200,11 @@ impl Cluster {
             gossip_interval,
             isolated,
         })
+    }
+
+    /// What this node's router did since it joined.
+    pub fn routing_counters(&self) -> Arc<router::RoutingCounters> {
+        self.forwarding.counters.clone()
     }
 
     /// Where the API sends requests.

@@ -119,6 +119,10 @@ pub struct MembershipConfig {
     pub phi_threshold: f64,
     pub grpc_advertise: String,
     pub http_advertise: String,
+    /// Higher at each start of the node, so peers tell a restarted node
+    /// from its earlier life. Default: nanoseconds since the epoch when the
+    /// config was made.
+    pub generation: u64,
 }
 
 impl MembershipConfig {
@@ -134,6 +138,9 @@ impl MembershipConfig {
             gossip_interval: Duration::from_millis(200),
             phi_threshold: 6.0,
             grpc_advertise: String::new(),
+            generation: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             http_advertise: String::new(),
         }
     }
@@ -163,12 +170,11 @@ impl Membership {
         config: MembershipConfig,
         transport: &dyn Transport,
     ) -> Result<Self, MembershipError> {
-        // Nanoseconds since the epoch at start: higher at each restart.
-        let generation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let chitchat_id =
-            ChitchatId::new(config.node_id.clone(), generation, config.gossip_advertise);
+        let chitchat_id = ChitchatId::new(
+            config.node_id.clone(),
+            config.generation,
+            config.gossip_advertise,
+        );
         let failure_detector_config = FailureDetectorConfig {
             phi_threshold: config.phi_threshold,
             // The prior is one gossip interval: with chitchat's default of

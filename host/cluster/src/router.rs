@@ -17,6 +17,7 @@
 //!   that cannot succeed anywhere is answered at once, not forwarded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stead_node::{CommandReply, JournalError, Node, NodeError};
@@ -46,6 +47,25 @@ pub(crate) struct Forwarding {
     pub(crate) peers: Peers,
     /// How long a request waits for a moving shard.
     pub(crate) wait: Duration,
+    pub(crate) counters: Arc<RoutingCounters>,
+}
+
+/// What the router did, counted since the node joined.
+#[derive(Debug, Default)]
+pub struct RoutingCounters {
+    /// Requests sent to another node.
+    pub forwarded: AtomicU64,
+    /// Attempts retried because the shard was moving (not served where
+    /// tried, its holder gone, or nobody holding it yet).
+    pub retried_while_moving: AtomicU64,
+    /// Requests answered `ShardMoving` after waiting the whole `wait`.
+    pub gave_up_moving: AtomicU64,
+}
+
+impl RoutingCounters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Where one attempt should go.
@@ -117,6 +137,7 @@ impl Router {
                     }
                 }
                 Target::Peer(addr) => {
+                    RoutingCounters::add(&cluster.counters.forwarded);
                     let forward = cluster.peers.send(
                         &addr,
                         entity_type,
@@ -139,8 +160,10 @@ impl Router {
                 Target::Nobody(why) => why,
             };
             if Instant::now() + backoff > give_up {
+                RoutingCounters::add(&cluster.counters.gave_up_moving);
                 return Err(moving(shard, &why));
             }
+            RoutingCounters::add(&cluster.counters.retried_while_moving);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -161,22 +184,22 @@ impl Router {
                     outcome => return outcome,
                 },
                 // A view changes nothing: any failure may be retried.
-                Target::Peer(addr) => match until_gone(
-                    cluster,
-                    &addr,
-                    cluster.peers.view(&addr, entity_type, entity_id),
-                )
-                .await
-                {
-                    Ok(Err(e)) if moved(&e) => e.to_string(),
-                    Ok(outcome) => return outcome,
-                    Err(e) => e.to_string(),
-                },
+                Target::Peer(addr) => {
+                    RoutingCounters::add(&cluster.counters.forwarded);
+                    let view = cluster.peers.view(&addr, entity_type, entity_id);
+                    match until_gone(cluster, &addr, view).await {
+                        Ok(Err(e)) if moved(&e) => e.to_string(),
+                        Ok(outcome) => return outcome,
+                        Err(e) => e.to_string(),
+                    }
+                }
                 Target::Nobody(why) => why,
             };
             if Instant::now() + backoff > give_up {
+                RoutingCounters::add(&cluster.counters.gave_up_moving);
                 return Err(moving(shard, &why));
             }
+            RoutingCounters::add(&cluster.counters.retried_while_moving);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

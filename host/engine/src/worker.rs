@@ -323,7 +323,8 @@ impl Worker {
                     .is_none_or(|e| e.dedup.candidates(&cmd.command_id).next().is_none())
             })
             .map(|cmd| (cmd.key.clone(), cmd.command_id.clone()))
-            .collect::<HashSet<_>>()
+            // Ordered and without repeats (the same call on every run).
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
         if lookups.is_empty() {

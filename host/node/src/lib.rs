@@ -21,7 +21,6 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -216,9 +215,8 @@ impl Node {
             let all: Vec<ShardId> = (0..config.shard_count).collect();
             shards.acquire(&all)?;
         }
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        // Unique per start (a restart is at least a millisecond later).
+        let boot = clock.wall_ms();
         tracing::info!(data_dir = %dir.display(), shards = config.shard_count, "node open");
         Ok(Self {
             config,

@@ -115,6 +115,10 @@ impl Worker {
         if !staged.is_empty() {
             let mut appends = Vec::with_capacity(staged.len());
             let mut deployments = Vec::with_capacity(staged.len());
+            // In key order, not the map's: the journal sees the same call
+            // for the same batch on every run (the simulator replays seeds).
+            let mut staged: Vec<(EntityKey, Staged)> = staged.into_iter().collect();
+            staged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (key, s) in staged {
                 let Some(fence) = self.fences.get(&key.shard).map(|l| l.token) else {
                     failed.insert(key.clone(), Error::NotOwner(key.shard));
