@@ -90,6 +90,25 @@ pub fn stead_binary() -> PathBuf {
         .clone()
 }
 
+/// The deterministic simulator's binary (debug), built if needed: the
+/// simulation tests run it as processes (it owns the process's randomness
+/// and clocks, see `host/sim/src/bin/stead-sim.rs`).
+pub fn sim_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .current_dir(root())
+                .args(["build", "--quiet", "-p", "stead-sim", "--bin", "stead-sim"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the stead-sim binary failed");
+            root().join("target/debug/stead-sim")
+        })
+        .clone()
+}
+
 /// The directory of the built guest components (`<name>.wasm`), building
 /// them once per process.
 pub fn guests_dir() -> PathBuf {

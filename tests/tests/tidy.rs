@@ -72,6 +72,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     // The SDK's harness runs components in a node, nothing above it.
     ("stead-sdk", &["stead-node"]),
+    // The history format and its checkers stand alone.
+    ("stead-history", &[]),
+    // The simulator runs whole nodes on its seams.
+    (
+        "stead-sim",
+        &[
+            "stead-types",
+            "stead-journal",
+            "stead-node",
+            "stead-cluster",
+            "stead-api",
+            "stead-history",
+        ],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

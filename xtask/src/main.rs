@@ -6,6 +6,7 @@
 //! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings`, both workspaces
 //! - `chaos`: the long crash loop (SIGKILL and power-loss rounds)
 //! - `fuzz`: coverage-guided fuzzing of the host with cargo-fuzz (not part of `test`)
+//! - `sim`: the deterministic cluster simulator over many seeds (see `host/sim`)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod postgres;
+mod sim;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -35,6 +37,10 @@ commands:
   chaos --cluster [--rounds N] [--seed S] [--nodes N]
                  the long cluster loop: a PostgreSQL and N nodes (3) under load, each
                  round a SIGKILL, SIGSTOP past the ttl or SIGTERM of a random node
+  sim [--seeds N] [--start S] [--jobs J] [--broken VARIANT] | sim --seed S
+                 the deterministic cluster simulator: N seeds (100) from S (1) on J
+                 processes (one per core), each a 3-5 node cluster under drawn faults,
+                 every invariant checked; --seed S replays one seed with its trace
   fuzz [--seconds N] [--target NAME] [--sanitizer address|none]
                  cargo-fuzz (libFuzzer) on each fuzz/ target for N s (default 60),
                  installing cargo-fuzz if missing; report in target/fuzz/";
@@ -68,6 +74,7 @@ fn run() -> Result<()> {
         "test" => test(),
         "chaos" => chaos(&args[1..]),
         "fuzz" => fuzz::run(&root(), &args[1..]),
+        "sim" => sim::run(&args[1..]),
         "lint" => lint(),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
