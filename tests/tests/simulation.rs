@@ -68,6 +68,8 @@ fn simulated_clusters_under_partitions_crashes_clock_jumps_and_database_faults_k
         "fenced append",
         "lease takeover",
         "duplicate answered",
+        "request forwarded",
+        "request retried while its shard moved",
     ] {
         assert!(total(&reports, "rare", rare) > 0, "never reached: {rare}");
     }

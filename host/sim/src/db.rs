@@ -198,6 +198,20 @@ impl Database {
         self.lock().stalled.contains(node)
     }
 
+    /// The shards of `0..shards` not held by a node under a lease still
+    /// valid at `now_ms` (empty once the cluster has settled).
+    pub fn unsettled(&self, shards: u32, now_ms: u64) -> Vec<ShardId> {
+        let state = self.lock();
+        (0..shards)
+            .filter(|s| {
+                state
+                    .leases
+                    .get(s)
+                    .is_none_or(|l| l.owner.is_none() || l.expires_ms <= now_ms)
+            })
+            .collect()
+    }
+
     pub fn report(&self) -> DbReport {
         self.lock().report.clone()
     }

@@ -21,7 +21,8 @@
 //! appends succeed under one (shard, epoch); epochs only grow; every
 //! acknowledged event is in the journal at its seq-nr, with no gaps; one
 //! idempotency key gives at most one event; each entity's history is
-//! linearizable (`stead_history`); and every command completes once healed.
+//! linearizable (`stead_history`); every command completes once healed,
+//! and by the end every shard is held under a valid lease (settled).
 //!
 //! Determinism: turmoil orders hosts and messages from the seed; time is
 //! simulated (tokio's paused clock, `turmoil::sim_elapsed` for the
@@ -240,6 +241,15 @@ fn run(seed: u64, options: &SimOptions) -> Result<SeedReport, SimError> {
     }
     let simulated_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
     drop(sim);
+    // Settled: every shard held under a valid lease when the clients are
+    // done (at least 6 s after the heal).
+    let unsettled = db.unsettled(SHARDS, simulated_ms);
+    if !unsettled.is_empty() {
+        violations.push(format!(
+            "liveness: {} s after the faults healed, shards {unsettled:?} are held by no node",
+            simulated_ms.saturating_sub(u64::try_from(HEAL_AT.as_millis()).unwrap_or(0)) / 1000
+        ));
+    }
 
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     let db_report = db.report();

@@ -112,6 +112,10 @@ pub async fn run(spec: NodeSpec) -> turmoil::Result {
         Arc::new(SimDialer),
     )
     .await?;
+    spec.routing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(cluster.routing_counters());
     let state =
         stead_api::ApiState::clustered(node, stead_api::auth::AdminAuth::open(), Arc::new(cluster));
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", GRPC_PORT)).await?;
