@@ -77,16 +77,7 @@ pub fn json(bytes: &[u8]) -> serde_json::Value {
 pub fn stead_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(root())
-                .args(["build", "--quiet", "-p", "stead-cli", "--bin", "stead"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the stead binary failed");
-            root().join("target/debug/stead")
-        })
+        .get_or_init(|| debug_binary("stead-cli", "stead"))
         .clone()
 }
 
@@ -96,17 +87,20 @@ pub fn stead_binary() -> PathBuf {
 pub fn sim_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(root())
-                .args(["build", "--quiet", "-p", "stead-sim", "--bin", "stead-sim"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the stead-sim binary failed");
-            root().join("target/debug/stead-sim")
-        })
+        .get_or_init(|| debug_binary("stead-sim", "stead-sim"))
         .clone()
+}
+
+/// Builds `bin` of `package` (debug) and returns its path.
+fn debug_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the {bin} binary failed");
+    root().join("target/debug").join(bin)
 }
 
 /// The directory of the built guest components (`<name>.wasm`), building
