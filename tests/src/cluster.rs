@@ -2,6 +2,10 @@
 //! for the cluster tests and `cargo xtask chaos --cluster`: nodes gossip on
 //! UDP ports picked up front (each node's seeds are all of them), listen on
 //! free TCP ports, and are started, killed, frozen and stopped one by one.
+//!
+//! The [`Load`] records every command in the history format of the
+//! deterministic simulator ([`crate::chaos::history`]), and [`check_ledger`] ends
+//! with the simulator's checkers on it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::chaos::NodeProcess;
+use crate::chaos::history::{HistoryChecked, Recorder, check_history, dump_accounts};
 
 /// One node's fixed identity: its id, gossip port and data directory.
 struct Slot {
@@ -251,10 +256,13 @@ impl LocalCluster {
 /// Clients opening accounts and sending deposits of 1 through every running node, each command
 /// with its own idempotency key, retried with that key until acknowledged:
 /// on another node when the node asked is unreachable, after a pause when
-/// it answered an error (every error is recorded).
+/// it answered an error (every error is recorded). Every fourth command is
+/// followed by a read of the entity's view; commands and views go into the
+/// load's history.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<LoadReport>>,
+    recorder: std::sync::Arc<Recorder>,
     /// The HTTP addresses of the nodes to send through (the test updates it
     /// as nodes stop and start).
     pub nodes: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
@@ -273,6 +281,14 @@ pub struct LoadReport {
     pub slowest: Duration,
     /// Acknowledged commands per entity id, with when they were acknowledged.
     pub acked_at: Vec<(String, Instant)>,
+    /// Views read (and recorded) between commands.
+    pub views: u64,
+    /// Every command in the simulator's history format (filled by
+    /// [`Load::finish`]).
+    pub history: stead_history::History,
+    /// Commands recorded that are no account's, or replies without a
+    /// balance: a bug of the load or the node, failed by [`check_ledger`].
+    pub unrecordable: Vec<String>,
 }
 
 impl LoadReport {
@@ -299,9 +315,11 @@ impl Load {
         use std::sync::{Arc, RwLock};
         let stop = Arc::new(AtomicBool::new(false));
         let nodes = Arc::new(RwLock::new(nodes));
+        let recorder = Arc::new(Recorder::new());
         let threads = (0..threads)
             .map(|t| {
                 let (stop, nodes) = (stop.clone(), nodes.clone());
+                let recorder = recorder.clone();
                 let entities = entities.to_vec();
                 std::thread::spawn(move || {
                     let mut report = LoadReport::default();
@@ -317,6 +335,16 @@ impl Load {
                             serde_json::json!({"deposit": {"amount": 1}})
                         };
                         let started = Instant::now();
+                        let invoked_at = recorder.now();
+                        let record =
+                            |answer: &crate::chaos::client::Outcome,
+                             unrecordable: &mut Vec<String>| {
+                                if let Err(e) = recorder.record_command(
+                                    t as u64, entity, &command, &key, invoked_at, answer,
+                                ) {
+                                    unrecordable.push(e);
+                                }
+                            };
                         loop {
                             let addr = {
                                 let nodes = nodes
@@ -333,7 +361,14 @@ impl Load {
                                 continue;
                             };
                             let mut client = crate::chaos::client::Client::http(&addr);
-                            match client.send("account", entity, &command, &key) {
+                            let answer = client.send("account", entity, &command, &key);
+                            let timed_out = started.elapsed() > Duration::from_secs(60);
+                            if timed_out
+                                || matches!(answer, crate::chaos::client::Outcome::Acked { .. })
+                            {
+                                record(&answer, &mut report.unrecordable);
+                            }
+                            match answer {
                                 crate::chaos::client::Outcome::Acked { seq_nr, .. } => {
                                     report.acked.push((entity.clone(), key.clone(), seq_nr));
                                     report.acked_at.push((entity.clone(), Instant::now()));
@@ -350,11 +385,34 @@ impl Load {
                                     std::thread::sleep(Duration::from_millis(10));
                                 }
                             }
-                            if started.elapsed() > Duration::from_secs(60) {
+                            if timed_out {
                                 report
                                     .errors
                                     .push(format!("{key} on {entity}: no acknowledgement in 60 s"));
                                 break;
+                            }
+                        }
+                        // Every fourth command, a read of the entity through
+                        // the node the next command goes to: a stale view
+                        // (from a node that lost the shard) is a history no
+                        // order explains. A read that fails decides nothing.
+                        if k % 4 == 3 {
+                            let addr = {
+                                let nodes = nodes
+                                    .read()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                (!nodes.is_empty()).then(|| nodes[turn % nodes.len()].clone())
+                            };
+                            if let Some(addr) = addr {
+                                // Short: a read stuck on a frozen or
+                                // leaving node would hold up the load.
+                                let reader = crate::chaos::client::Reader::with_timeout(
+                                    &addr,
+                                    Duration::from_secs(2),
+                                );
+                                if recorder.record_view(t as u64, &reader, entity).is_ok() {
+                                    report.views += 1;
+                                }
                             }
                         }
                         k += 1;
@@ -366,8 +424,15 @@ impl Load {
         Self {
             stop,
             threads,
+            recorder,
             nodes,
         }
+    }
+
+    /// The load's history recorder, for a test's own commands on the
+    /// load's entities (they must be in the history the checkers judge).
+    pub fn recorder(&self) -> std::sync::Arc<Recorder> {
+        self.recorder.clone()
     }
 
     /// Replaces the nodes to send through.
@@ -389,7 +454,10 @@ impl Load {
             all.unreachable += report.unreachable;
             all.slowest = all.slowest.max(report.slowest);
             all.acked_at.extend(report.acked_at);
+            all.unrecordable.extend(report.unrecordable);
+            all.views += report.views;
         }
+        all.history = self.recorder.history();
         all
     }
 }
@@ -397,8 +465,21 @@ impl Load {
 /// Checks the journal against the load's acknowledgements, through the node
 /// at `http`: every entity's events are numbered 1..n without a gap, no
 /// command took effect twice, every acknowledged command is there at the
-/// sequence number it was acknowledged with, and nothing else is.
-pub fn check_ledger(http: &str, entities: &[String], report: &LoadReport) -> Result<usize, String> {
+/// sequence number it was acknowledged with, and nothing else is. Then the
+/// simulator's checkers judge the load's history: linearizable per entity,
+/// every acknowledgement durable. A violating history is written to the
+/// temporary directory, named in the error.
+pub fn check_ledger(
+    http: &str,
+    entities: &[String],
+    report: &LoadReport,
+) -> Result<HistoryChecked, String> {
+    if let Some(first) = report.unrecordable.first() {
+        return Err(format!(
+            "{} commands could not be recorded, the first: {first}",
+            report.unrecordable.len()
+        ));
+    }
     use std::collections::{BTreeMap, BTreeSet};
     let reader = crate::chaos::client::Reader::new(http);
     let mut acked: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
@@ -443,5 +524,17 @@ pub fn check_ledger(http: &str, entities: &[String], report: &LoadReport) -> Res
         }
         total += events.len();
     }
-    Ok(total)
+    let dump = dump_accounts(http, entities.iter().map(String::as_str))?;
+    let keep = std::env::temp_dir().join(format!(
+        "stead-cluster-history-{}.jsonl",
+        std::process::id()
+    ));
+    let checked = check_history(&report.history, &dump, Some(&keep))?;
+    if checked.events != total {
+        return Err(format!(
+            "the journal changed between the two reads: {total} events, then {}",
+            checked.events
+        ));
+    }
+    Ok(checked)
 }

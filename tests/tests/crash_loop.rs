@@ -1,8 +1,9 @@
 //! The crash loop, bounded for `cargo xtask test`: real `stead up` processes
 //! on one data directory, killed under concurrent HTTP and gRPC load on
 //! 1,000 entities of two types, checked after every restart (see
-//! `stead_tests::chaos` for what each check proves). `cargo xtask chaos`
-//! runs the long version.
+//! `stead_tests::chaos` for what each check proves), the account history
+//! judged by the simulator's checkers at the end. `cargo xtask chaos` runs
+//! the long version.
 
 use std::time::Duration;
 
@@ -44,6 +45,11 @@ fn sigkill_rounds_lose_and_duplicate_no_acknowledged_command() {
     assert!(
         report.retries_past_window > 0,
         "retries of commands older than the node's window went through the index"
+    );
+    assert!(
+        report.history.operations > 0 && report.history.acknowledged > 0,
+        "the account history was recorded and judged: {}",
+        report.history
     );
 }
 

@@ -77,6 +77,23 @@ impl Op {
     pub fn is_read(&self) -> bool {
         matches!(self, Op::View)
     }
+
+    /// The operation an account command's JSON encodes (the inverse of
+    /// [`Op::command_json`]); `None` for anything else.
+    pub fn from_command_json(command: &serde_json::Value) -> Option<Op> {
+        let map = command.as_object().filter(|m| m.len() == 1)?;
+        let (name, body) = map.iter().next()?;
+        let amount = || body.get("amount")?.as_u64();
+        Some(match name.as_str() {
+            "open" => Op::Open {
+                owner: body.get("owner")?.as_str()?.to_owned(),
+            },
+            "deposit" => Op::Deposit { amount: amount()? },
+            "withdraw" => Op::Withdraw { amount: amount()? },
+            "close" => Op::Close,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Op {
@@ -145,6 +162,33 @@ impl fmt::Display for Outcome {
             Outcome::Failed { reason } => write!(f, "failed {reason:?}"),
             Outcome::Unknown { reason } => write!(f, "unknown {reason:?}"),
         }
+    }
+}
+
+impl Outcome {
+    /// An accepted command's outcome from the account's JSON reply
+    /// (`{"balance":5}`); `None` if the reply carries no balance.
+    pub fn accepted(reply: &serde_json::Value, seq_nr: u64, duplicate: bool) -> Option<Outcome> {
+        Some(Outcome::Ok {
+            balance: reply.get("balance")?.as_u64()?,
+            seq_nr,
+            duplicate,
+        })
+    }
+
+    /// A view's outcome from the account's JSON view
+    /// (`{"owner":"ann","balance":5,"status":"open"}`, owner `null` before
+    /// it opens); `None` if it is not one.
+    pub fn viewed_json(view: &serde_json::Value) -> Option<Outcome> {
+        let owner = match view.get("owner")? {
+            serde_json::Value::Null => None,
+            owner => Some(owner.as_str()?.to_owned()),
+        };
+        Some(Outcome::Viewed {
+            owner,
+            balance: view.get("balance")?.as_u64()?,
+            status: view.get("status")?.as_str()?.to_owned(),
+        })
     }
 }
 
@@ -437,6 +481,56 @@ mod tests {
         ];
         for (op, json) in cases {
             assert_eq!(op.command_json().as_deref(), json, "{op}");
+            if let Some(json) = json {
+                let value: serde_json::Value = serde_json::from_str(json).expect("json");
+                assert_eq!(Op::from_command_json(&value), Some(op.clone()), "{json}");
+            }
         }
+        for other in [
+            r#"{"deposit":{"amount":-1}}"#,
+            r#"{"deposit":{}}"#,
+            r#"{"add_item":{"sku":"tea"}}"#,
+            r#"{"open":{"owner":"a"},"close":{}}"#,
+            r#""close""#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(other).expect("json");
+            assert_eq!(Op::from_command_json(&value), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn replies_and_views_read_as_outcomes() {
+        let reply = serde_json::json!({"balance": 7});
+        assert_eq!(
+            Outcome::accepted(&reply, 3, true),
+            Some(Outcome::Ok {
+                balance: 7,
+                seq_nr: 3,
+                duplicate: true
+            })
+        );
+        assert_eq!(Outcome::accepted(&serde_json::json!({}), 3, false), None);
+        let new = serde_json::json!({"owner": null, "balance": 0, "status": "new"});
+        assert_eq!(
+            Outcome::viewed_json(&new),
+            Some(Outcome::Viewed {
+                owner: None,
+                balance: 0,
+                status: "new".into()
+            })
+        );
+        let open = serde_json::json!({"owner": "ann", "balance": 5, "status": "open"});
+        assert_eq!(
+            Outcome::viewed_json(&open),
+            Some(Outcome::Viewed {
+                owner: Some("ann".into()),
+                balance: 5,
+                status: "open".into()
+            })
+        );
+        assert_eq!(
+            Outcome::viewed_json(&serde_json::json!({"items": []})),
+            None
+        );
     }
 }

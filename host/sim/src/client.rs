@@ -221,13 +221,9 @@ async fn attempt(
                     let reply = reply.into_inner();
                     match serde_json::from_str::<serde_json::Value>(&reply.reply_json)
                         .ok()
-                        .and_then(|v| v.get("balance").and_then(serde_json::Value::as_u64))
+                        .and_then(|v| Outcome::accepted(&v, reply.seq_nr, reply.duplicate))
                     {
-                        Some(balance) => Attempt::Final(Outcome::Ok {
-                            balance,
-                            seq_nr: reply.seq_nr,
-                            duplicate: reply.duplicate,
-                        }),
+                        Some(outcome) => Attempt::Final(outcome),
                         None => Attempt::Final(Outcome::Failed {
                             reason: format!("unreadable reply {}", reply.reply_json),
                         }),
@@ -243,23 +239,16 @@ async fn attempt(
             };
             match client.get(request).await {
                 Ok(view) => {
-                    let view: serde_json::Value =
-                        serde_json::from_str(&view.into_inner().view_json).unwrap_or_default();
-                    Attempt::Final(Outcome::Viewed {
-                        owner: view
-                            .get("owner")
-                            .and_then(serde_json::Value::as_str)
-                            .map(str::to_owned),
-                        balance: view
-                            .get("balance")
-                            .and_then(serde_json::Value::as_u64)
-                            .unwrap_or(0),
-                        status: view
-                            .get("status")
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                    })
+                    let json = view.into_inner().view_json;
+                    match serde_json::from_str::<serde_json::Value>(&json)
+                        .ok()
+                        .and_then(|v| Outcome::viewed_json(&v))
+                    {
+                        Some(outcome) => Attempt::Final(outcome),
+                        None => Attempt::Final(Outcome::Failed {
+                            reason: format!("unreadable view {json}"),
+                        }),
+                    }
                 }
                 Err(status) => classify(&status),
             }

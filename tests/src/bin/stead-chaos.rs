@@ -128,7 +128,7 @@ fn main() {
         match result {
             Ok(report) => {
                 println!(
-                    "chaos: {fault}: {} rounds, {} crashes survived, {} commands acknowledged, {} in doubt, {} events in the final check, {} retries answered as duplicates ({} past the node's window), {:.0} s",
+                    "chaos: {fault}: {} rounds, {} crashes survived, {} commands acknowledged, {} in doubt, {} events in the final check, {} retries answered as duplicates ({} past the node's window), history: {}, {:.0} s",
                     report.rounds,
                     report.crashes,
                     report.acked,
@@ -136,6 +136,7 @@ fn main() {
                     report.events_verified_last,
                     report.retries_checked,
                     report.retries_past_window,
+                    report.history,
                     report.elapsed.as_secs_f64()
                 );
                 reports.push(report);
@@ -160,6 +161,8 @@ fn main() {
                     "events_verified_total": r.events_verified_total,
                     "duplicate_retries": r.retries_checked,
                     "duplicate_retries_past_window": r.retries_past_window,
+                    "history_operations": r.history.operations,
+                    "history_states_explored": r.history.states_explored,
                     "seconds": r.elapsed.as_secs_f64(),
                 })
             })

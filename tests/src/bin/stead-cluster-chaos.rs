@@ -9,8 +9,10 @@
 //! a moment), SIGSTOP past the lease ttl (then SIGCONT) or SIGTERM (a
 //! graceful leave, then a restart); then waits for the cluster to settle.
 //! At the end the journal is checked against every acknowledgement (no
-//! command lost or applied twice, events contiguous). Exits non-zero on a
-//! failed check, printing the seed.
+//! command lost or applied twice, events contiguous), and the simulator's
+//! checkers judge the recorded history (linearizable per account, every
+//! acknowledgement durable). Exits non-zero on a failed check, printing the
+//! seed (and the history file when the history is at fault).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -144,7 +146,8 @@ fn run(args: &Args) -> Result<(), String> {
         .ok_or("no node running")?
         .http
         .clone();
-    let events = check_ledger(&reader, &entities, &report)?;
+    let checked = check_ledger(&reader, &entities, &report)?;
+    let events = checked.events;
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     for e in &report.errors {
         let code = e.split_whitespace().next().unwrap_or("?").to_owned();
@@ -154,7 +157,7 @@ fn run(args: &Args) -> Result<(), String> {
     let p50 = settles.get(settles.len() / 2).copied().unwrap_or_default();
     let max = settles.last().copied().unwrap_or_default();
     println!(
-        "cluster chaos: {} rounds ({faults:?}), {} commands acknowledged and checked in the journal, errors answered {codes:?}, {} requests unanswered (retried elsewhere), slowest command {:?}, fault to settled p50 {p50:?} max {max:?}, {:.0} s",
+        "cluster chaos: {} rounds ({faults:?}), {} commands acknowledged and checked in the journal ({checked}), errors answered {codes:?}, {} requests unanswered (retried elsewhere), slowest command {:?}, fault to settled p50 {p50:?} max {max:?}, {:.0} s",
         args.rounds,
         events,
         report.unreachable,
@@ -168,6 +171,8 @@ fn run(args: &Args) -> Result<(), String> {
             "nodes": args.nodes,
             "faults": faults,
             "acknowledged": events,
+            "history_operations": checked.operations,
+            "history_states_explored": checked.states_explored,
             "errors": codes,
             "unanswered": report.unreachable,
             "slowest_ms": report.slowest.as_millis() as u64,

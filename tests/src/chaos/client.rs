@@ -207,9 +207,14 @@ pub struct ListedEvent {
 
 impl Reader {
     pub fn new(addr: &str) -> Self {
+        Self::with_timeout(addr, TIMEOUT)
+    }
+
+    /// A reader whose requests give up after `timeout`.
+    pub fn with_timeout(addr: &str, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(TIMEOUT))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         Self {

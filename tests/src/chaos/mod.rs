@@ -19,11 +19,18 @@
 //!   duplicate exactly when its event is in the journal;
 //! - no entity that had an acknowledged command is missing.
 //!
+//! Every `account` command, retry and view is also recorded in the history
+//! format the deterministic simulator records ([`history`]); the run
+//! ends with the simulator's checkers on it: each account's history is
+//! linearizable, and the journal holds every acknowledgement.
+//!
 //! Invariant of the driver: at most one command of an entity is in flight,
 //! so an entity's acknowledged commands have a total order the journal must
 //! match.
 
+mod check;
 pub mod client;
+pub mod history;
 pub mod model;
 
 use std::fmt;
@@ -34,7 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use client::{Client, Outcome, Reader};
+use check::check;
+use client::{Client, Outcome};
+use history::{HistoryChecked, Recorder, check_history, dump_accounts};
 use model::{Kind, Ledger, Sent};
 
 /// How the node is killed.
@@ -135,6 +144,8 @@ pub struct ChaosReport {
     pub events_verified_total: u64,
     pub retries_checked: u64,
     pub retries_past_window: u64,
+    /// The simulator's checkers on the run's account history.
+    pub history: HistoryChecked,
     pub elapsed: Duration,
 }
 
@@ -203,6 +214,7 @@ pub fn run(
         })
         .collect();
     let counter = Arc::new(AtomicU64::new(0));
+    let recorder = Arc::new(Recorder::new());
     let mut report = ChaosReport {
         fault: Some(config.fault),
         ..ChaosReport::default()
@@ -222,7 +234,7 @@ pub fn run(
         if round == 1 {
             node.deploy(&config.guests).map_err(fail(round))?;
         }
-        let checked = check(&node, &mut ledgers, config.clients).map_err(fail(round))?;
+        let checked = check(&node, &mut ledgers, config.clients, &recorder).map_err(fail(round))?;
         round_report.events_verified = checked.events;
         round_report.retries_checked = checked.retries;
         round_report.retries_past_window = checked.retries_past_window;
@@ -232,6 +244,14 @@ pub fn run(
         report.retries_checked += checked.retries;
         report.retries_past_window += checked.retries_past_window;
         if round > config.rounds {
+            let accounts = ledgers
+                .iter()
+                .filter(|l| l.kind == Kind::Account)
+                .map(|l| l.id.as_str());
+            let dump = dump_accounts(&node.http, accounts).map_err(fail(round))?;
+            let keep = config.work_dir.join("history.jsonl");
+            report.history =
+                check_history(&recorder.history(), &dump, Some(&keep)).map_err(fail(round))?;
             node.stop().map_err(fail(round))?;
             report.rounds = config.rounds;
             report.elapsed = started.elapsed();
@@ -248,6 +268,7 @@ pub fn run(
             config.clients,
             round,
             &counter,
+            &recorder,
             &mut rng,
         )
         .map_err(fail(round))?;
@@ -476,6 +497,7 @@ impl Load {
         clients: usize,
         round: u32,
         counter: &Arc<AtomicU64>,
+        recorder: &Arc<Recorder>,
         rng: &mut fastrand::Rng,
     ) -> Result<Self, String> {
         let clients = clients.max(1);
@@ -494,9 +516,17 @@ impl Load {
             };
             let stop = stop.clone();
             let counter = counter.clone();
+            let recorder = recorder.clone();
             let mut rng = fastrand::Rng::with_seed(rng.u64(..));
             threads.push(std::thread::spawn(move || {
-                drive(&mut client, share, &stop, &counter, round, &mut rng)
+                let context = Driver {
+                    stop: &stop,
+                    counter: &counter,
+                    recorder: &recorder,
+                    client: c as u64,
+                    round,
+                };
+                drive(&mut client, share, &context, &mut rng)
             }));
         }
         Ok(Self { stop, threads })
@@ -533,17 +563,57 @@ impl Load {
     }
 }
 
+/// What a client thread of the load shares with the run.
+struct Driver<'a> {
+    stop: &'a AtomicBool,
+    counter: &'a AtomicU64,
+    recorder: &'a Recorder,
+    /// The client's number in the history.
+    client: u64,
+    round: u32,
+}
+
+/// Records an acknowledged account command in the history (carts are not
+/// modelled by the history's checkers). Other outcomes are not recorded:
+/// the command stays in doubt and is sent again, under its id and first
+/// invocation time, until acknowledged (the last round's check resolves
+/// every command in doubt).
+pub(crate) fn record_acked(
+    recorder: &Recorder,
+    client: u64,
+    ledger: &Ledger,
+    sent: &Sent,
+    outcome: &Outcome,
+) -> Result<(), String> {
+    if ledger.kind != Kind::Account || !matches!(outcome, Outcome::Acked { .. }) {
+        return Ok(());
+    }
+    recorder.record_command(
+        client,
+        &ledger.id,
+        &sent.payload,
+        &sent.command_id,
+        sent.invoked_at,
+        outcome,
+    )
+}
+
 /// One client's loop: a random entity of its share, its next command (or
 /// the one in doubt, again), until told to stop. Returns its ledgers, the
 /// commands acknowledged, and how many are left in doubt.
 fn drive(
     client: &mut Client,
     mut share: Vec<Ledger>,
-    stop: &AtomicBool,
-    counter: &AtomicU64,
-    round: u32,
+    context: &Driver<'_>,
     rng: &mut fastrand::Rng,
 ) -> Result<Share, String> {
+    let Driver {
+        stop,
+        counter,
+        recorder,
+        round,
+        ..
+    } = context;
     let mut acked = 0;
     let mut unreachable_since: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) && !share.is_empty() {
@@ -554,6 +624,7 @@ fn drive(
             None => Sent {
                 command_id: format!("r{round}-c{}", counter.fetch_add(1, Ordering::Relaxed)),
                 payload: ledger.model.next_command(ledger.kind, rng),
+                invoked_at: recorder.now(),
             },
         };
         let outcome = client.send(
@@ -562,6 +633,7 @@ fn drive(
             &sent.payload,
             &sent.command_id,
         );
+        record_acked(recorder, context.client, ledger, &sent, &outcome)?;
         match outcome {
             Outcome::Acked {
                 reply,
@@ -595,196 +667,4 @@ fn drive(
     }
     let in_doubt = share.iter().filter(|l| l.in_doubt.is_some()).count() as u64;
     Ok((share, acked, in_doubt))
-}
-
-/// What a check covered.
-#[derive(Debug, Default)]
-struct Checked {
-    events: u64,
-    retries: u64,
-    retries_past_window: u64,
-    in_doubt_persisted: u64,
-}
-
-/// Checks every entity against its ledger (see the module docs), resolving
-/// commands in doubt by retrying them; `threads` checkers run in parallel.
-fn check(node: &NodeProcess, ledgers: &mut [Ledger], threads: usize) -> Result<Checked, String> {
-    let chunk = ledgers.len().div_ceil(threads.max(1)).max(1);
-    let results: Vec<Result<Checked, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ledgers
-            .chunks_mut(chunk)
-            .enumerate()
-            .map(|(i, part)| {
-                let (http, grpc) = (node.http.clone(), node.grpc.clone());
-                scope.spawn(move || {
-                    let reader = Reader::new(&http);
-                    let mut client = if i % 2 == 0 {
-                        Client::http(&http)
-                    } else {
-                        Client::grpc(&grpc)?
-                    };
-                    let mut checked = Checked::default();
-                    for ledger in part {
-                        check_entity(&reader, &mut client, ledger, &mut checked)?;
-                    }
-                    Ok(checked)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a checker panicked".into()))
-            })
-            .collect()
-    });
-    let mut total = Checked::default();
-    for result in results {
-        let c = result?;
-        total.events += c.events;
-        total.retries += c.retries;
-        total.retries_past_window += c.retries_past_window;
-        total.in_doubt_persisted += c.in_doubt_persisted;
-    }
-    Ok(total)
-}
-
-fn check_entity(
-    reader: &Reader,
-    client: &mut Client,
-    ledger: &mut Ledger,
-    checked: &mut Checked,
-) -> Result<(), String> {
-    let (ty, id) = (ledger.kind.type_name(), ledger.id.clone());
-    let who = format!("{ty} {id}");
-    let events = reader.events(ty, &id)?;
-    checked.events += events.len() as u64;
-    let acked = ledger.acked.len();
-    let extra = events.len().checked_sub(acked).ok_or_else(|| {
-        format!(
-            "{who}: {acked} commands were acknowledged but the journal holds {} events: acknowledged commands were lost",
-            events.len()
-        )
-    })?;
-    if extra > usize::from(ledger.in_doubt.is_some()) {
-        return Err(format!(
-            "{who}: the journal holds {} events, {acked} acknowledged and {} in doubt: an event was duplicated or invented ({:?})",
-            events.len(),
-            usize::from(ledger.in_doubt.is_some()),
-            events
-                .iter()
-                .skip(acked)
-                .map(|e| &e.command_id)
-                .collect::<Vec<_>>()
-        ));
-    }
-    // The journal, event by event, against the ledger and the model.
-    let mut model = model::Model::default();
-    for (i, event) in events.iter().enumerate() {
-        let seq = i as u64 + 1;
-        if event.seq_nr != seq {
-            return Err(format!(
-                "{who}: event {i} has seq-nr {}, expected {seq} (gap or disorder)",
-                event.seq_nr
-            ));
-        }
-        let (command_id, payload) = match ledger.acked.get(i) {
-            Some(a) => (&a.command_id, &a.payload),
-            None => match &ledger.in_doubt {
-                Some(s) => (&s.command_id, &s.payload),
-                None => return Err(format!("{who}: event {seq} has no command")),
-            },
-        };
-        if &event.command_id != command_id {
-            return Err(format!(
-                "{who}: event {seq} belongs to command {}, the client's command {seq} was {command_id}",
-                event.command_id
-            ));
-        }
-        let expected = model.expected_event(ledger.kind, payload)?;
-        if event.event != expected {
-            return Err(format!(
-                "{who}: event {seq} is {}, command {payload} must emit {expected}",
-                event.event
-            ));
-        }
-        model.apply(ledger.kind, &event.event)?;
-        if let Some(a) = ledger.acked.get(i) {
-            let reply = model.expected_reply(ledger.kind);
-            if a.reply != reply {
-                return Err(format!(
-                    "{who}: command {command_id} was answered {} but the fold to its event gives {reply}",
-                    a.reply
-                ));
-            }
-        }
-    }
-    // Resolve the command in doubt: a retry is a duplicate exactly when its
-    // event was found.
-    if let Some(sent) = ledger.in_doubt.take() {
-        let persisted = extra == 1;
-        match client.send(ty, &id, &sent.payload, &sent.command_id) {
-            Outcome::Acked {
-                reply,
-                seq_nr,
-                duplicate,
-            } => {
-                if duplicate != persisted {
-                    return Err(format!(
-                        "{who}: retry of in-doubt command {} says duplicate={duplicate}, but its event is {}in the journal",
-                        sent.command_id,
-                        if persisted { "" } else { "not " }
-                    ));
-                }
-                checked.in_doubt_persisted += u64::from(persisted);
-                ledger.acknowledge(sent, reply, seq_nr, duplicate)?;
-            }
-            other => {
-                return Err(format!(
-                    "{who}: retry of in-doubt command {} failed: {other:?}",
-                    sent.command_id
-                ));
-            }
-        }
-    }
-    if ledger.acked.is_empty() {
-        return Ok(());
-    }
-    let view = reader.view(ty, &id)?;
-    let expected = ledger.model.expected_view(ledger.kind);
-    if view != expected {
-        return Err(format!(
-            "{who}: the view is {view}, the fold of its events gives {expected}"
-        ));
-    }
-    // Retry the last acknowledged command (in the node's dedup window) and
-    // the oldest (past the window of 2 the nodes run with when the entity
-    // took more: found through the journal's command-id index).
-    let retried: Vec<_> = match (ledger.acked.first(), ledger.acked.last()) {
-        (Some(first), Some(last)) if ledger.acked.len() > 1 => vec![last.clone(), first.clone()],
-        (_, Some(last)) => vec![last.clone()],
-        _ => Vec::new(),
-    };
-    for (i, acked) in retried.into_iter().enumerate() {
-        match client.send(ty, &id, &acked.payload, &acked.command_id) {
-            Outcome::Acked {
-                reply,
-                seq_nr,
-                duplicate: true,
-            } if reply == acked.reply && seq_nr == acked.seq_nr => {
-                checked.retries += 1;
-                if i == 1 && ledger.acked.len() > 2 {
-                    checked.retries_past_window += 1;
-                }
-            }
-            other => {
-                return Err(format!(
-                    "{who}: retry of acknowledged command {} (seq-nr {}, reply {}) gave {other:?}",
-                    acked.command_id, acked.seq_nr, acked.reply
-                ));
-            }
-        }
-    }
-    Ok(())
 }

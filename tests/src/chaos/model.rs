@@ -34,6 +34,8 @@ impl Kind {
 pub struct Sent {
     pub command_id: String,
     pub payload: Value,
+    /// When it was first sent, in the run's history clock.
+    pub invoked_at: u64,
 }
 
 /// A command the node acknowledged, with what it answered.
