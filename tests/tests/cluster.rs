@@ -319,6 +319,8 @@ fn stead_cluster_up_runs_a_local_cluster_that_status_shows_and_ctrl_c_stops() {
     )
     .expect("chmod");
     let (grpc, http, postgres) = (free_ports(2), free_ports(2), free_ports(1));
+    let stderr_dir = tempfile::tempdir().expect("dir");
+    let stderr_path = stderr_dir.path().join("stderr");
     let mut child = std::process::Command::new(stead_binary())
         .args(["cluster", "up", "--nodes", "2"])
         .arg("--data-dir")
@@ -331,7 +333,9 @@ fn stead_cluster_up_runs_a_local_cluster_that_status_shows_and_ctrl_c_stops() {
         ])
         .args(["--postgres-port", &postgres.to_string()])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // Kept for the failure message: the ports are picked free here but
+        // bound later, so another test's node can take one in between.
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .expect("stead cluster up");
     let stdout = child.stdout.take().expect("stdout");
@@ -344,7 +348,11 @@ fn stead_cluster_up_runs_a_local_cluster_that_status_shows_and_ctrl_c_stops() {
             break;
         }
     }
-    let printed = lines.join("\n");
+    let printed = format!(
+        "{}\n(stderr: {})",
+        lines.join("\n"),
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
     for i in 0..2u16 {
         assert!(
             printed.contains(&format!(

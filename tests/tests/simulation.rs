@@ -98,20 +98,28 @@ fn a_seed_replays_byte_for_byte_alone_or_after_other_seeds() {
     assert_ne!(hash(&in_a_batch[0]), hash(&in_a_batch[1]), "seeds differ");
 }
 
+/// Seeds each broken variant gets. An unfenced append shows only when a
+/// zombie's late write lands on an entity the new holder has not written
+/// yet (else the expected seq-nr refuses it too): about one seed in ten
+/// (4 of 40 after the zombie's writes were held until the takeover), so a
+/// bound of 60 misses it with odds of about 0.2% per build.
+const BROKEN_SEEDS: u64 = 60;
+
 #[test]
-fn each_broken_variant_is_caught_within_twenty_seeds() {
+fn each_broken_variant_is_caught_within_sixty_seeds() {
     for variant in [
         "append-skips-epoch-check",
         "lease-never-expires",
         "dedup-forgets-keys",
     ] {
-        let caught = (1..=20u64).find(|seed| {
+        let caught = (1..=BROKEN_SEEDS).find(|seed| {
             let reports = simulate(&["--seed", &seed.to_string(), "--broken", variant]);
             !violations(&reports[0]).is_empty()
         });
         assert!(
             caught.is_some(),
-            "the simulator did not catch `{variant}` in 20 seeds: its checks cannot fail"
+            "the simulator did not catch `{variant}` in {BROKEN_SEEDS} seeds: its checks cannot fail"
         );
+        eprintln!("`{variant}` caught at seed {caught:?}");
     }
 }

@@ -8,6 +8,9 @@
 //! - No crate's top-level modules import each other in a cycle.
 //! - No file is over [`MAX_LINES`] lines unless it says why, in a line
 //!   with the marker `tidy: long file:` followed by the reason.
+//! - The frozen contract versions under `wit/frozen/` are byte for byte
+//!   what was released ([`FROZEN_CONTRACTS`]): components built against
+//!   them rely on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,12 @@ use std::process::Command;
 use stead_tests::root;
 
 const MAX_LINES: usize = 800;
+
+/// Every frozen contract version and the SHA-256 of its WIT as released.
+const FROZEN_CONTRACTS: &[(&str, &str)] = &[(
+    "wit/frozen/0.1.0/entity.wit",
+    "3350ab4744313eef18bbd209c13ac693be7043a291000adf0d25de9fb0f82581",
+)];
 const LONG_FILE_MARKER: &str = "tidy: long file:";
 
 /// Each host crate and the stead crates its library may depend on. The
@@ -145,6 +154,28 @@ fn included_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
 }
 
 #[test]
+fn frozen_contract_versions_are_never_edited() {
+    for (path, pinned) in FROZEN_CONTRACTS {
+        let bytes = std::fs::read(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            &stead_runtime::component_hash(&bytes),
+            pinned,
+            "{path} changed: a released contract version must stay as released"
+        );
+    }
+    let frozen = std::fs::read_dir(root().join("wit/frozen"))
+        .expect("wit/frozen")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(
+        frozen,
+        FROZEN_CONTRACTS.len(),
+        "every frozen version is pinned"
+    );
+}
+
+#[test]
 fn every_rust_file_starts_with_a_module_doc() {
     let files = sources();
     let included = included_files(&files);
@@ -250,6 +281,9 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let mut files = Vec::new();
         if path.is_dir() {
             rust_files(&path, &mut files);
+            // A module's tests in their own file (`#[cfg(test)] mod tests;`)
+            // are test code, as an inline `mod tests` block is.
+            files.retain(|f| f.file_name().is_none_or(|n| n != "tests.rs"));
         } else if path.extension().is_some_and(|e| e == "rs") {
             files.push(path.clone());
         }

@@ -85,6 +85,11 @@ pub async fn run(spec: ClientSpec, history: Arc<Mutex<History>>, trace: Trace) -
     let mut n = 0u64;
     while now() < spec.stop_at {
         n += 1;
+        // Now and then another node, as a load balancer spreads a client's
+        // requests: every node's faults then meet client traffic.
+        if rng.random_range(0..4) == 0 {
+            node = rng.random_range(0..spec.nodes.len());
+        }
         let account = spec.accounts[rng.random_range(0..spec.accounts.len())].clone();
         let op = match rng.random_range(0..100) {
             0..8 => Op::Open {

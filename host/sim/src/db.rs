@@ -198,6 +198,18 @@ impl Database {
         self.lock().stalled.contains(node)
     }
 
+    /// Whether every append's shard is leased under a later epoch than the
+    /// append's fence.
+    fn moved_on(&self, appends: &[EntityAppend]) -> bool {
+        let state = self.lock();
+        appends.iter().all(|a| {
+            state
+                .leases
+                .get(&a.fence.shard)
+                .is_some_and(|l| l.epoch > a.fence.epoch)
+        })
+    }
+
     /// The shards of `0..shards` not held by a node under a lease still
     /// valid at `now_ms` (empty once the cluster has settled).
     pub fn unsettled(&self, shards: u32, now_ms: u64) -> Vec<ShardId> {
@@ -274,9 +286,17 @@ impl Database {
                 return;
             }
             if self.is_stalled(&request.node) {
-                match request.call {
-                    Call::Append(_) => {
+                match &request.call {
+                    Call::Append(appends) => {
                         while self.is_stalled(&request.node) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        // Past the stall, the write stays in the network
+                        // until its shard's lease has moved on (bounded): the
+                        // zombie's case is a write that lands after the
+                        // takeover, which a fenced append must refuse.
+                        let bound = tokio::time::Instant::now() + 4 * self.ttl;
+                        while !self.moved_on(appends) && tokio::time::Instant::now() < bound {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         self.trace
