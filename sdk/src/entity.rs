@@ -1,14 +1,19 @@
 //! The entity model: the [`EventSourced`] trait, the [`Context`] a handler
-//! sees and the [`Effect`] it returns.
+//! sees and the [`Effect`] it returns, with the commands it sends and the
+//! timers it sets.
 //!
-//! Invariant: `handle` decides, `apply` changes. Only `apply` mutates the
+//! Invariants: `handle` decides, `apply` changes. Only `apply` mutates the
 //! entity, and it must be deterministic, because recovery replays every
-//! persisted event through it.
+//! persisted event through it. Sends and timers are data in the effect,
+//! and only an effect that persists events carries them (they are built on
+//! [`Persist`]): the host records them with those events and acts on them
+//! once the events are durable.
 
 use core::fmt::Display;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// An event-sourced entity: its state is the fold of its events.
 ///
@@ -120,6 +125,49 @@ impl Context {
 pub struct Effect<E, R> {
     events: Vec<E>,
     reply: R,
+    sends: Vec<Send>,
+    timers: Vec<TimerChange>,
+}
+
+/// A command this entity sends to another entity (or to itself): the host
+/// delivers it after the events are durable, retrying until the target
+/// accepts or refuses it, under a command id derived from where it came
+/// from, so it takes effect once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// The target's entity type.
+    pub entity_type: String,
+    /// The target's id.
+    pub entity_id: String,
+    /// The command, as JSON.
+    pub command: Value,
+    /// A command of the sender's own type the host delivers back to the
+    /// sender if the target refuses `command` (how a saga compensates).
+    pub on_refused: Option<Value>,
+}
+
+/// A change to this entity's durable timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerChange {
+    /// Sets (or replaces) the timer `name`: at `fire_at_ms` (ms since the
+    /// Unix epoch, on the host's clock) the host delivers `command` to this
+    /// entity. A time already past fires at once.
+    Set {
+        name: String,
+        fire_at_ms: u64,
+        command: Value,
+    },
+    /// Cancels the timer `name`, if one is set.
+    Cancel { name: String },
+}
+
+/// A command's JSON, or a panic: the entity's own `Serialize` impl failed,
+/// which is a bug in the entity (a trap for that one call in wasm).
+fn to_json(what: &str, value: &impl Serialize) -> Value {
+    match serde_json::to_value(value) {
+        Ok(json) => json,
+        Err(e) => panic!("{what} does not encode: {e}"),
+    }
 }
 
 impl<E, R> Effect<E, R> {
@@ -128,12 +176,24 @@ impl<E, R> Effect<E, R> {
         Self {
             events: Vec::new(),
             reply,
+            sends: Vec::new(),
+            timers: Vec::new(),
         }
     }
 
     /// The events to persist, in order.
     pub fn events(&self) -> &[E] {
         &self.events
+    }
+
+    /// The commands to send, in order.
+    pub fn sends(&self) -> &[Send] {
+        &self.sends
+    }
+
+    /// The timer changes, in order.
+    pub fn timers(&self) -> &[TimerChange] {
+        &self.timers
     }
 
     /// The reply.
@@ -145,36 +205,118 @@ impl<E, R> Effect<E, R> {
     pub fn into_parts(self) -> (Vec<E>, R) {
         (self.events, self.reply)
     }
+
+    /// Splits into events, reply, sends and timer changes.
+    pub fn into_all_parts(self) -> (Vec<E>, R, Vec<Send>, Vec<TimerChange>) {
+        (self.events, self.reply, self.sends, self.timers)
+    }
 }
 
 impl<E> Effect<E, ()> {
     /// Starts an effect that persists `event`; finish it with
     /// [`Persist::then_reply`].
     pub fn persist(event: E) -> Persist<E> {
-        Persist {
-            events: vec![event],
-        }
+        Persist::new(vec![event])
     }
 
-    /// Starts an effect that persists `events` in order (possibly none).
+    /// Starts an effect that persists `events` in order (possibly none; an
+    /// effect without events must not send or set timers, and the host
+    /// fails a command whose effect does).
     pub fn persist_all(events: impl IntoIterator<Item = E>) -> Persist<E> {
-        Persist {
-            events: events.into_iter().collect(),
-        }
+        Persist::new(events.into_iter().collect())
     }
 }
 
-/// Events to persist, waiting for the reply that completes the [`Effect`].
+/// Events to persist, with the commands to send and the timer changes they
+/// cause, waiting for the reply that completes the [`Effect`].
 #[derive(Debug, Clone, PartialEq)]
 #[must_use = "an effect needs a reply: call `then_reply`"]
 pub struct Persist<E> {
     events: Vec<E>,
+    sends: Vec<Send>,
+    timers: Vec<TimerChange>,
 }
 
 impl<E> Persist<E> {
+    fn new(events: Vec<E>) -> Self {
+        Self {
+            events,
+            sends: Vec::new(),
+            timers: Vec::new(),
+        }
+    }
+
     /// Adds another event after the ones already there.
     pub fn and(mut self, event: E) -> Self {
         self.events.push(event);
+        self
+    }
+
+    /// Sends `command` to the entity `id` of type `T` once the events are
+    /// durable; a refusal by the target is final (logged and counted).
+    pub fn send<T: EventSourced>(self, id: impl Into<String>, command: T::Command) -> Self
+    where
+        T::Command: Serialize,
+    {
+        self.send_to(T::TYPE_NAME, id, &command)
+    }
+
+    /// [`Persist::send`], and if the target refuses the command, the host
+    /// delivers `on_refused` (a command of this entity) back to this entity.
+    pub fn send_or<T: EventSourced>(
+        mut self,
+        id: impl Into<String>,
+        command: T::Command,
+        on_refused: &impl Serialize,
+    ) -> Self
+    where
+        T::Command: Serialize,
+    {
+        self = self.send_to(T::TYPE_NAME, id, &command);
+        if let Some(send) = self.sends.last_mut() {
+            send.on_refused = Some(to_json("an on-refused command", on_refused));
+        }
+        self
+    }
+
+    /// Sends `command` (any JSON-serializable value) to the entity `id` of
+    /// type `entity_type`: for targets whose Rust type this crate does not
+    /// know.
+    pub fn send_to(
+        mut self,
+        entity_type: impl Into<String>,
+        id: impl Into<String>,
+        command: &impl Serialize,
+    ) -> Self {
+        self.sends.push(Send {
+            entity_type: entity_type.into(),
+            entity_id: id.into(),
+            command: to_json("a sent command", command),
+            on_refused: None,
+        });
+        self
+    }
+
+    /// Sets (or replaces) this entity's timer `name` to deliver `command`
+    /// to it at `fire_at_ms` (ms since the Unix epoch, e.g.
+    /// `ctx.now_ms() + 15 * 60_000`).
+    pub fn set_timer(
+        mut self,
+        name: impl Into<String>,
+        fire_at_ms: u64,
+        command: &impl Serialize,
+    ) -> Self {
+        self.timers.push(TimerChange::Set {
+            name: name.into(),
+            fire_at_ms,
+            command: to_json("a timer's command", command),
+        });
+        self
+    }
+
+    /// Cancels this entity's timer `name`, if one is set.
+    pub fn cancel_timer(mut self, name: impl Into<String>) -> Self {
+        self.timers.push(TimerChange::Cancel { name: name.into() });
         self
     }
 
@@ -183,6 +325,8 @@ impl<E> Persist<E> {
         Effect {
             events: self.events,
             reply,
+            sends: self.sends,
+            timers: self.timers,
         }
     }
 }
@@ -203,6 +347,42 @@ mod tests {
         let effect: Effect<u8, &str> = Effect::reply("done");
         assert!(effect.events().is_empty());
         assert_eq!(effect.into_parts(), (vec![], "done"));
+    }
+
+    #[test]
+    fn sends_and_timers_keep_their_order_and_encode_as_json() {
+        let effect = Effect::persist(1)
+            .send_to(
+                "account",
+                "b",
+                &serde_json::json!({"deposit": {"amount": 5}}),
+            )
+            .set_timer("expire", 1_000, &"expire")
+            .send_to("account", "c", &7)
+            .cancel_timer("remind")
+            .then_reply("ok");
+        let (events, reply, sends, timers) = effect.into_all_parts();
+        assert_eq!((events, reply), (vec![1], "ok"));
+        assert_eq!(sends.len(), 2);
+        assert_eq!(sends[0].entity_id, "b");
+        assert_eq!(
+            sends[0].command,
+            serde_json::json!({"deposit": {"amount": 5}})
+        );
+        assert_eq!(sends[1].command, serde_json::json!(7));
+        assert_eq!(
+            timers,
+            vec![
+                TimerChange::Set {
+                    name: "expire".into(),
+                    fire_at_ms: 1_000,
+                    command: serde_json::json!("expire")
+                },
+                TimerChange::Cancel {
+                    name: "remind".into()
+                }
+            ]
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub mod log;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-pub use entity::{Context, Effect, EventSourced, Persist};
+pub use entity::{Context, Effect, EventSourced, Persist, Send, TimerChange};
 
 /// Not public API: the byte-level entry points shared by the wasm glue and the
 /// test kit, and the wit-bindgen bindings used by [`export_entity!`].

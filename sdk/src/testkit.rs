@@ -13,6 +13,13 @@
 //! proves that the entity's encodings work. Failures panic with both sides
 //! printed as JSON.
 //!
+//! **Sends and timers**: [`Outcome::expect_sends`] and
+//! [`Outcome::expect_timers`] assert what a command sends and which timers
+//! it changes; the kit keeps the entity's pending timers, and
+//! [`TestKit::fire_timer`] delivers one as the host would at its time.
+//! [`TestKit::deliver`] hands a send to the kit of its target, and
+//! [`TestKit::deliver_refusal`] hands the sender its `on_refused` command.
+//!
 //! **The wasm harness** (feature `harness`): the same tests can drive the
 //! built component instead, inside an embedded host node with a temporary
 //! journal, so the artifact that ships is the one tested. Either construct
@@ -28,7 +35,7 @@ use serde_json::Value;
 
 use crate::__private::abi::{self, RawError};
 use crate::codec;
-use crate::entity::{Context, EventSourced};
+use crate::entity::{Context, EventSourced, Send, TimerChange};
 use crate::log::{self, Level};
 
 #[cfg(feature = "harness")]
@@ -54,6 +61,8 @@ pub struct TestKit<E: EventSourced> {
     seq_nr: u64,
     now_ms: u64,
     commands_sent: u64,
+    /// Timers set and not yet fired or cancelled: name -> (fire at, command).
+    timers: std::collections::BTreeMap<String, (u64, Value)>,
     _entity: core::marker::PhantomData<E>,
 }
 
@@ -89,6 +98,7 @@ impl<E: EventSourced> TestKit<E> {
             seq_nr: 0,
             now_ms: 1_700_000_000_000,
             commands_sent: 0,
+            timers: std::collections::BTreeMap::new(),
             _entity: core::marker::PhantomData,
         }
     }
@@ -145,6 +155,58 @@ impl<E: EventSourced> TestKit<E> {
         self.send(json.as_bytes().to_vec())
     }
 
+    /// Delivers `send` (from another entity's [`Outcome::sends`]) to this
+    /// entity, as the host would. Panics if it is addressed to another
+    /// entity.
+    #[track_caller]
+    pub fn deliver(&mut self, send: &Send) -> Outcome<E> {
+        if send.entity_type != E::TYPE_NAME || send.entity_id != self.entity_id {
+            panic!(
+                "the send is for {} {}, this kit runs {} {}",
+                send.entity_type,
+                send.entity_id,
+                E::TYPE_NAME,
+                self.entity_id
+            );
+        }
+        self.send(send.command.to_string().into_bytes())
+    }
+
+    /// Delivers the `on_refused` command of `send` back to this entity (its
+    /// sender), as the host does when the target refuses the send. Panics
+    /// if the send declared none.
+    #[track_caller]
+    pub fn deliver_refusal(&mut self, send: &Send) -> Outcome<E> {
+        let Some(command) = &send.on_refused else {
+            panic!(
+                "the send to {} {} declared no on-refused command",
+                send.entity_type, send.entity_id
+            );
+        };
+        self.send(command.to_string().into_bytes())
+    }
+
+    /// The timers set and not yet fired or cancelled, by name: when each
+    /// fires and its command.
+    pub fn pending_timers(&self) -> &std::collections::BTreeMap<String, (u64, Value)> {
+        &self.timers
+    }
+
+    /// Fires the pending timer `name` as the host would: the clock moves to
+    /// its time (if later) and its command is delivered. Panics if no timer
+    /// of that name is pending.
+    #[track_caller]
+    pub fn fire_timer(&mut self, name: &str) -> Outcome<E> {
+        let Some((fire_at_ms, command)) = self.timers.remove(name) else {
+            panic!(
+                "no timer {name:?} is pending (pending: {:?})",
+                self.timers.keys().collect::<Vec<_>>()
+            );
+        };
+        self.now_ms = self.now_ms.max(fire_at_ms);
+        self.send(command.to_string().into_bytes())
+    }
+
     fn send(&mut self, command: Vec<u8>) -> Outcome<E> {
         self.commands_sent += 1;
         let ctx = Context::new(
@@ -170,6 +232,21 @@ impl<E: EventSourced> TestKit<E> {
         };
         if let Ok(effects) = &result {
             self.seq_nr += effects.events.len() as u64;
+            for change in &effects.timers {
+                match change {
+                    TimerChange::Set {
+                        name,
+                        fire_at_ms,
+                        command,
+                    } => {
+                        self.timers
+                            .insert(name.clone(), (*fire_at_ms, command.clone()));
+                    }
+                    TimerChange::Cancel { name } => {
+                        self.timers.remove(name);
+                    }
+                }
+            }
         }
         Outcome {
             command: command_text,
@@ -258,6 +335,85 @@ impl<E: EventSourced> Outcome<E> {
     #[track_caller]
     pub fn expect_no_events(&self) -> &Self {
         self.expect_events(&[])
+    }
+
+    /// The commands the command sends, in order. Panics if it was refused.
+    pub fn sends(&self) -> &[Send] {
+        &self.accepted().sends
+    }
+
+    /// Asserts that exactly `expected` are sent, in order.
+    #[track_caller]
+    pub fn expect_sends(&self, expected: &[Send]) -> &Self {
+        let actual = self.sends();
+        if actual != expected {
+            panic!(
+                "command {} sent unexpected commands\n  expected: {expected:?}\n    actual: {actual:?}",
+                self.command
+            );
+        }
+        self
+    }
+
+    /// Asserts that the command sent `command` to entity `id` of type `T`
+    /// (among its sends).
+    #[track_caller]
+    pub fn expect_send<T: EventSourced>(&self, id: &str, command: &T::Command) -> &Self
+    where
+        T::Command: Serialize,
+    {
+        let command = to_json(command);
+        let found = self
+            .sends()
+            .iter()
+            .any(|s| s.entity_type == T::TYPE_NAME && s.entity_id == id && s.command == command);
+        if !found {
+            panic!(
+                "command {} did not send {command} to {} {id}; it sent {:?}",
+                self.command,
+                T::TYPE_NAME,
+                self.sends()
+            );
+        }
+        self
+    }
+
+    /// The timer changes the command makes, in order. Panics if it was
+    /// refused.
+    pub fn timers(&self) -> &[TimerChange] {
+        &self.accepted().timers
+    }
+
+    /// Asserts that exactly `expected` timer changes are made, in order.
+    #[track_caller]
+    pub fn expect_timers(&self, expected: &[TimerChange]) -> &Self {
+        let actual = self.timers();
+        if actual != expected {
+            panic!(
+                "command {} changed timers unexpectedly\n  expected: {expected:?}\n    actual: {actual:?}",
+                self.command
+            );
+        }
+        self
+    }
+
+    /// Asserts that the command sets timer `name` to fire at `fire_at_ms`
+    /// with `command` (among its timer changes).
+    #[track_caller]
+    pub fn expect_timer(&self, name: &str, fire_at_ms: u64, command: &impl Serialize) -> &Self {
+        let expected = TimerChange::Set {
+            name: name.to_owned(),
+            fire_at_ms,
+            command: to_json(command),
+        };
+        if !self.timers().contains(&expected) {
+            panic!(
+                "command {} did not set {expected:?}; its timer changes: {:?}",
+                self.command,
+                self.timers()
+            );
+        }
+        self
     }
 
     /// The reply, as JSON. Panics if the command was refused.
@@ -398,8 +554,21 @@ mod tests {
     #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]
     enum Cmd {
-        Add { by: u32 },
+        Add {
+            by: u32,
+        },
         Peek {},
+        /// Adds `by` here and sends the same to `to`, refunding itself if
+        /// `to` refuses.
+        Share {
+            to: String,
+            by: u32,
+        },
+        /// Adds 1 at `at`.
+        Remind {
+            at: u64,
+        },
+        Forget {},
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -427,6 +596,15 @@ mod tests {
                 Cmd::Add { by: 0 } => Err("nothing to add".into()),
                 Cmd::Add { by } => Ok(Effect::persist(Ev::Added { by }).then_reply(self.n + by)),
                 Cmd::Peek {} => Ok(Effect::reply(self.n)),
+                Cmd::Share { to, by } => Ok(Effect::persist(Ev::Added { by })
+                    .send_or::<Counter>(to, Cmd::Add { by }, &Cmd::Add { by: 1 })
+                    .then_reply(self.n + by)),
+                Cmd::Remind { at } => Ok(Effect::persist(Ev::Added { by: 0 })
+                    .set_timer("remind", at, &Cmd::Add { by: 1 })
+                    .then_reply(self.n)),
+                Cmd::Forget {} => Ok(Effect::persist(Ev::Added { by: 0 })
+                    .cancel_timer("remind")
+                    .then_reply(self.n)),
             }
         }
 
@@ -439,6 +617,50 @@ mod tests {
         fn view(&self) -> u32 {
             self.n
         }
+    }
+
+    #[test]
+    fn a_send_is_asserted_and_delivered_to_its_target_and_a_refusal_to_its_sender() {
+        let mut a = TestKit::<Counter>::new("a");
+        let mut b = TestKit::<Counter>::new("b");
+        let shared = a.when(Cmd::Share {
+            to: "b".into(),
+            by: 3,
+        });
+        shared.expect_send::<Counter>("b", &Cmd::Add { by: 3 });
+        shared.expect_sends(&[Send {
+            entity_type: "counter".into(),
+            entity_id: "b".into(),
+            command: serde_json::json!({"add": {"by": 3}}),
+            on_refused: Some(serde_json::json!({"add": {"by": 1}})),
+        }]);
+        let send = shared.sends()[0].clone();
+        b.deliver(&send).expect_reply(&3);
+        a.deliver_refusal(&send).expect_reply(&4);
+        let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.deliver(&send);
+        }));
+        assert!(wrong.is_err(), "a send for b is not delivered to a");
+    }
+
+    #[test]
+    fn a_timer_is_asserted_kept_pending_fired_at_its_time_and_cancelled() {
+        let mut kit = TestKit::<Counter>::new("c").at_time(1_000);
+        kit.when(Cmd::Remind { at: 5_000 })
+            .expect_timer("remind", 5_000, &Cmd::Add { by: 1 });
+        assert_eq!(kit.pending_timers().len(), 1);
+        kit.fire_timer("remind").expect_reply(&1);
+        assert!(kit.pending_timers().is_empty(), "a fired timer is gone");
+        kit.when(Cmd::Remind { at: 9_000 });
+        kit.when(Cmd::Forget {})
+            .expect_timers(&[TimerChange::Cancel {
+                name: "remind".into(),
+            }]);
+        assert!(kit.pending_timers().is_empty(), "a cancelled timer is gone");
+        let missing = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kit.fire_timer("remind");
+        }));
+        assert!(missing.is_err(), "no timer to fire");
     }
 
     #[test]

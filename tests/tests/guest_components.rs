@@ -19,15 +19,16 @@ fn account_and_cart_build_into_components_that_validate_against_wit() {
         let bytes = std::fs::read(&component.path).expect("component file");
         assert_eq!(bytes.len() as u64, component.size);
         let report = validate(&bytes).expect("valid component");
+        assert_eq!(report.contract, stead_component::ContractVersion::CURRENT);
         // Only the world's interfaces; wit-component drops `host` when unused.
         for import in &report.imports {
             assert!(
-                ["stead:entity/types@0.1.0", "stead:entity/host@0.1.0"].contains(&import.as_str()),
+                ["stead:entity/types@0.2.0", "stead:entity/host@0.2.0"].contains(&import.as_str()),
                 "{name} imports {import}"
             );
         }
         assert_eq!(
-            report.exports["stead:entity/handler@0.1.0"],
+            report.exports["stead:entity/handler@0.2.0"],
             [
                 "describe",
                 "initial-state",

@@ -372,7 +372,7 @@ fn invalid_components_are_refused_and_disturb_nothing_deployed() {
     for (bytes, expected) in [
         (b"garbage bytes".to_vec(), "not a WebAssembly binary"),
         (core, "core WebAssembly module, not a component"),
-        (wrong_world, "does not export `stead:entity/handler@0.1.0`"),
+        (wrong_world, "does not export `stead:entity/handler@0.2.0`"),
         (truncated, "malformed"),
     ] {
         match node.deploy(&bytes) {
@@ -449,11 +449,11 @@ impl stead_runtime::NativeEntity for NativeCounter {
         _command: &[u8],
     ) -> Result<stead_runtime::CommandOutcome, stead_runtime::Rejection> {
         let n = state.first().copied().unwrap_or(0).wrapping_add(1);
-        Ok(stead_runtime::CommandOutcome {
-            events: vec![b"{\"inc\":1}".to_vec()],
-            state: Some(vec![n]),
-            reply: format!("{n}").into_bytes(),
-        })
+        Ok(stead_runtime::CommandOutcome::new(
+            vec![b"{\"inc\":1}".to_vec()],
+            Some(vec![n]),
+            format!("{n}").into_bytes(),
+        ))
     }
     fn apply_event(&self, state: &[u8], _event: &[u8]) -> Result<Vec<u8>, String> {
         Ok(vec![state.first().copied().unwrap_or(0).wrapping_add(1)])

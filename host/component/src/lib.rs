@@ -12,7 +12,7 @@ pub mod validate;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use validate::{ComponentReport, Contract, REPLAY_INTERFACE, ValidationError, validate};
+pub use validate::{ComponentReport, Contract, ContractVersion, ValidationError, validate};
 
 /// A core module could not be turned into a component.
 #[derive(Debug, thiserror::Error)]

@@ -1,32 +1,96 @@
-//! Validation of entity components against the `stead:entity` world.
+//! Validation of entity components against the `stead:entity` worlds.
 //!
-//! The world is this repository's `wit/entity.wit`, embedded in the binary, so
-//! a host always validates against the contract it was built with.
+//! The contracts are this repository's `wit/entity.wit` (the current
+//! version) and every frozen version under `wit/frozen/`, embedded in the
+//! binary, so a host validates against the contracts it was built to serve.
+//! A component's version is the one of the `handler` interface it exports;
+//! it is then held to that version's world alone.
 //!
-//! Invariant: a component that passes [`validate`] imports nothing but
-//! interfaces of the world (the host's `log` and shared types) with exactly
-//! the world's signatures, and exports every function of the `handler`
-//! interface with exactly the world's signatures. An optional interface of
-//! the contract (`replay`, in world `entity-with-replay`) may be absent; if
-//! exported it must be complete and exact too, since the host calls it.
-//! Anything else is refused with an error that names the offending item.
+//! Invariant: a component that passes [`validate`] targets one
+//! [`ContractVersion`]: it imports nothing but interfaces of that version's
+//! world (the host's `log` and shared types) with exactly the world's
+//! signatures, and exports every function of its `handler` interface with
+//! exactly the world's signatures. An optional interface of the contract
+//! (`replay`, in world `entity-with-replay`) may be absent; if exported it
+//! must be complete and exact too, since the host calls it. Anything else
+//! is refused with an error that names the offending item.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use wit_parser::{Function, Resolve, Type, TypeDefKind, WorldId, WorldItem, WorldKey};
 
-/// The WIT package every entity component must target.
+/// The current WIT package (`stead:entity@0.2.0`): what the SDK builds.
 pub const ENTITY_WIT: &str = include_str!("../../../wit/entity.wit");
-/// The world inside [`ENTITY_WIT`] every component must target.
+/// The frozen `stead:entity@0.1.0` package: components without sends or
+/// timers, served exactly as before 0.2.0.
+pub const ENTITY_WIT_0_1_0: &str = include_str!("../../../wit/frozen/0.1.0/entity.wit");
+/// The world inside each contract every component must target.
 pub const ENTITY_WORLD: &str = "entity";
 /// The world with the optional exports as well (what the SDK builds).
 pub const FULL_WORLD: &str = "entity-with-replay";
-/// The optional interface a host uses to replay many events per call.
-pub const REPLAY_INTERFACE: &str = "stead:entity/replay@0.1.0";
+
+/// A version of the `stead:entity` contract this host serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContractVersion {
+    /// Events, state and reply.
+    V0_1_0,
+    /// 0.1.0 plus sends to other entities and durable timers in `effects`.
+    V0_2_0,
+}
+
+impl ContractVersion {
+    /// Every version served, oldest first.
+    pub const ALL: [ContractVersion; 2] = [ContractVersion::V0_1_0, ContractVersion::V0_2_0];
+    /// The version the SDK builds and [`ENTITY_WIT`] holds.
+    pub const CURRENT: ContractVersion = ContractVersion::V0_2_0;
+
+    /// `0.1.0`, `0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1_0 => "0.1.0",
+            ContractVersion::V0_2_0 => "0.2.0",
+        }
+    }
+
+    /// The version's WIT package text.
+    pub fn wit(self) -> &'static str {
+        match self {
+            ContractVersion::V0_1_0 => ENTITY_WIT_0_1_0,
+            ContractVersion::V0_2_0 => ENTITY_WIT,
+        }
+    }
+
+    /// The full name of one of the version's interfaces, e.g.
+    /// `stead:entity/handler@0.2.0`.
+    pub fn interface(self, name: &str) -> String {
+        format!("stead:entity/{name}@{}", self.as_str())
+    }
+
+    /// The version whose number is `version` (`0.2.0`).
+    pub fn parse(version: &str) -> Option<ContractVersion> {
+        Self::ALL.into_iter().find(|v| v.as_str() == version)
+    }
+
+    /// Whether the version's effects carry sends and timers.
+    pub fn has_messaging(self) -> bool {
+        self >= ContractVersion::V0_2_0
+    }
+
+    fn supported() -> String {
+        Self::ALL.map(ContractVersion::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for ContractVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why bytes are not a valid entity component.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ValidationError {
     #[error("not a WebAssembly binary: {0}")]
     NotWasm(String),
@@ -37,6 +101,11 @@ pub enum ValidationError {
     CoreModule,
     #[error("the component is malformed: {0}")]
     Malformed(String),
+    #[error(
+        "the component targets stead:entity@{found}, which this host does not serve \
+         (it serves {supported}): build it with an SDK of a served version, or upgrade the host"
+    )]
+    UnsupportedContract { found: String, supported: String },
     #[error(
         "the component imports `{name}`, which the stead:entity world does not offer \
          (a guest may import only: {allowed})"
@@ -63,19 +132,21 @@ pub enum ValidationError {
     Contract(String),
 }
 
-/// What a valid component imports and exports, for display.
+/// What a valid component targets, imports and exports, for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentReport {
-    /// Imported interfaces, e.g. `stead:entity/host@0.1.0`.
+    /// The contract version it was validated against.
+    pub contract: ContractVersion,
+    /// Imported interfaces, e.g. `stead:entity/host@0.2.0`.
     pub imports: Vec<String>,
     /// Exported interfaces with their functions, e.g.
-    /// `stead:entity/handler@0.1.0` -> `[describe, ...]`.
+    /// `stead:entity/handler@0.2.0` -> `[describe, ...]`.
     pub exports: BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Display for ComponentReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "world stead:entity/{ENTITY_WORLD}: ")?;
+        write!(f, "world stead:entity/{ENTITY_WORLD}@{}: ", self.contract)?;
         write!(f, "imports [{}]", self.imports.join(", "))?;
         for (name, funcs) in &self.exports {
             write!(f, "; exports {name} {{{}}}", funcs.join(", "))?;
@@ -84,36 +155,56 @@ impl std::fmt::Display for ComponentReport {
     }
 }
 
-/// The parsed contract: the world every component is checked against, and
-/// the world with the optional exports.
+/// One parsed contract version: the world every component of that version
+/// is checked against, and the world with the optional exports.
 pub struct Contract {
+    version: ContractVersion,
     resolve: Resolve,
     world: WorldId,
     full: Option<WorldId>,
 }
 
 impl Contract {
-    /// Parses the embedded `wit/entity.wit`.
+    /// Parses the embedded current contract (`wit/entity.wit`).
     pub fn embedded() -> Result<Self, ValidationError> {
         Self::parse(ENTITY_WIT)
     }
 
-    /// Parses a WIT package text and selects its `entity` world (and its
-    /// `entity-with-replay` world, when the text has one).
+    /// Parses a WIT package text of one of the served versions and selects
+    /// its `entity` world (and its `entity-with-replay` world, when the text
+    /// has one).
     pub fn parse(wit: &str) -> Result<Self, ValidationError> {
+        let contract = |e: String| ValidationError::Contract(e);
         let mut resolve = Resolve::default();
         let pkg = resolve
             .push_str("entity.wit", wit)
-            .map_err(|e| ValidationError::Contract(format!("{e:#}")))?;
+            .map_err(|e| contract(format!("{e:#}")))?;
+        let version = resolve.packages[pkg]
+            .name
+            .version
+            .as_ref()
+            .and_then(|v| ContractVersion::parse(&v.to_string()))
+            .ok_or_else(|| {
+                contract(format!(
+                    "{} is no served version",
+                    resolve.packages[pkg].name
+                ))
+            })?;
         let world = resolve
             .select_world(&[pkg], Some(ENTITY_WORLD))
-            .map_err(|e| ValidationError::Contract(format!("{e:#}")))?;
+            .map_err(|e| contract(format!("{e:#}")))?;
         let full = resolve.select_world(&[pkg], Some(FULL_WORLD)).ok();
         Ok(Self {
+            version,
             resolve,
             world,
             full,
         })
+    }
+
+    /// The version this contract is.
+    pub fn version(&self) -> ContractVersion {
+        self.version
     }
 
     /// The resolved WIT and world, e.g. for building test components.
@@ -123,24 +214,13 @@ impl Contract {
 
     /// Checks that `bytes` are a component targeting this contract's world.
     pub fn validate(&self, bytes: &[u8]) -> Result<ComponentReport, ValidationError> {
-        check_binary_kind(bytes)?;
-        let mut validator =
-            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
-        validator
-            .validate_all(bytes)
-            .map_err(|e| ValidationError::Malformed(e.to_string()))?;
-        let decoded = wit_component::decode(bytes)
-            .map_err(|e| ValidationError::Malformed(format!("{e:#}")))?;
-        let (found, found_world) = match decoded {
-            wit_component::DecodedWasm::Component(resolve, world) => (resolve, world),
-            wit_component::DecodedWasm::WitPackage(..) => {
-                return Err(ValidationError::Malformed(
-                    "this is a WIT package, not an executable component".into(),
-                ));
-            }
-        };
+        let (found, world) = decode(bytes)?;
+        self.check(&found, world)
+    }
+
+    fn check(&self, found: &Resolve, world: WorldId) -> Result<ComponentReport, ValidationError> {
         let expected = Side::new(&self.resolve, self.world);
-        let found = Side::new(&found, found_world);
+        let found = Side::new(found, world);
         check_imports(&expected, &found)?;
         check_exports(&expected, &found, |_| true)?;
         if let Some(full) = self.full {
@@ -150,13 +230,65 @@ impl Contract {
                 !expected.exports.contains_key(name) && found.exports.contains_key(name)
             })?;
         }
-        Ok(found.report())
+        Ok(found.report(self.version))
     }
 }
 
-/// Validates `bytes` against the embedded contract.
+/// Every served contract, parsed once per process.
+fn contracts() -> Result<&'static [Contract], ValidationError> {
+    static CONTRACTS: OnceLock<Result<Vec<Contract>, ValidationError>> = OnceLock::new();
+    CONTRACTS
+        .get_or_init(|| {
+            ContractVersion::ALL
+                .into_iter()
+                .map(|version| Contract::parse(version.wit()))
+                .collect()
+        })
+        .as_ref()
+        .map(Vec::as_slice)
+        .map_err(Clone::clone)
+}
+
+/// Validates `bytes` against the contract version whose `handler` it
+/// exports (the current version's rules when it exports none).
 pub fn validate(bytes: &[u8]) -> Result<ComponentReport, ValidationError> {
-    Contract::embedded()?.validate(bytes)
+    let (found, world) = decode(bytes)?;
+    let contracts = contracts()?;
+    let handler_prefix = "stead:entity/handler@";
+    let targeted = found.worlds[world]
+        .exports
+        .keys()
+        .map(|key| found.name_world_key(key))
+        .find_map(|name| name.strip_prefix(handler_prefix).map(str::to_owned));
+    let version = match targeted {
+        Some(version) => ContractVersion::parse(&version).ok_or_else(|| {
+            ValidationError::UnsupportedContract {
+                found: version,
+                supported: ContractVersion::supported(),
+            }
+        })?,
+        None => ContractVersion::CURRENT,
+    };
+    let contract = contracts
+        .iter()
+        .find(|c| c.version == version)
+        .ok_or_else(|| ValidationError::Contract(format!("no contract {version}")))?;
+    contract.check(&found, world)
+}
+
+/// Checks the binary's kind and validity and decodes its component type.
+fn decode(bytes: &[u8]) -> Result<(Resolve, WorldId), ValidationError> {
+    check_binary_kind(bytes)?;
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    validator
+        .validate_all(bytes)
+        .map_err(|e| ValidationError::Malformed(e.to_string()))?;
+    match wit_component::decode(bytes).map_err(|e| ValidationError::Malformed(format!("{e:#}")))? {
+        wit_component::DecodedWasm::Component(resolve, world) => Ok((resolve, world)),
+        wit_component::DecodedWasm::WitPackage(..) => Err(ValidationError::Malformed(
+            "this is a WIT package, not an executable component".into(),
+        )),
+    }
 }
 
 fn check_binary_kind(bytes: &[u8]) -> Result<(), ValidationError> {
@@ -210,8 +342,9 @@ impl<'a> Side<'a> {
         }
     }
 
-    fn report(&self) -> ComponentReport {
+    fn report(&self, contract: ContractVersion) -> ComponentReport {
         ComponentReport {
+            contract,
             imports: self
                 .imports
                 .iter()
@@ -458,210 +591,4 @@ fn render(resolve: &Resolve, ty: &Type, out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::{component_from_wit, component_from_wit_world, contract_with};
-
-    #[test]
-    fn a_component_of_the_exact_world_is_valid_and_reported() {
-        let report = validate(&component_from_wit(ENTITY_WIT)).expect("valid");
-        assert!(
-            report
-                .imports
-                .contains(&"stead:entity/host@0.1.0".to_string())
-        );
-        let handler = &report.exports["stead:entity/handler@0.1.0"];
-        for f in [
-            "describe",
-            "initial-state",
-            "handle-command",
-            "apply-event",
-            "view",
-        ] {
-            assert!(handler.iter().any(|h| h == f), "{f} missing from {report}");
-        }
-    }
-
-    #[test]
-    fn a_component_with_the_optional_replay_export_is_valid_and_reported() {
-        let report = validate(&component_from_wit_world(ENTITY_WIT, FULL_WORLD)).expect("valid");
-        assert_eq!(
-            report.exports[REPLAY_INTERFACE],
-            vec!["apply-events".to_string()]
-        );
-        assert!(report.exports.contains_key("stead:entity/handler@0.1.0"));
-    }
-
-    #[test]
-    fn a_replay_export_with_another_signature_is_refused_naming_it() {
-        let wit = contract_with(
-            "apply-events: func(state: list<u8>, events: list<list<u8>>)",
-            "apply-events: func(state: list<u8>, events: list<u8>)",
-        );
-        let err = validate(&component_from_wit_world(&wit, FULL_WORLD)).unwrap_err();
-        match &err {
-            ValidationError::SignatureMismatch { item, .. } => {
-                assert_eq!(item, &format!("export {REPLAY_INTERFACE}#apply-events"));
-            }
-            other => panic!("expected a signature mismatch, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_replay_export_without_its_function_is_refused_naming_it() {
-        let wit = contract_with(
-            "apply-events: func(state: list<u8>, events: list<list<u8>>) -> result<list<u8>, string>;",
-            "",
-        );
-        let err = validate(&component_from_wit_world(&wit, FULL_WORLD)).unwrap_err();
-        assert_eq!(
-            err,
-            ValidationError::MissingFunction {
-                interface: REPLAY_INTERFACE.into(),
-                function: "apply-events".into()
-            }
-        );
-    }
-
-    #[test]
-    fn a_component_without_the_view_export_is_refused_naming_it() {
-        let wit = contract_with(
-            "view: func(state: list<u8>) -> result<list<u8>, string>;",
-            "",
-        );
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        assert_eq!(
-            err,
-            ValidationError::MissingFunction {
-                interface: "stead:entity/handler@0.1.0".into(),
-                function: "view".into()
-            }
-        );
-        assert!(err.to_string().contains("lacks function `view`"), "{err}");
-    }
-
-    #[test]
-    fn a_component_exporting_no_handler_is_refused() {
-        let wit = contract_with("export handler;", "");
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        assert_eq!(
-            err,
-            ValidationError::MissingExport("stead:entity/handler@0.1.0".into())
-        );
-    }
-
-    #[test]
-    fn a_component_importing_an_interface_the_world_lacks_is_refused_naming_it() {
-        let wit = contract_with(
-            "world entity {\n    import host;",
-            "interface net { connect: func(addr: string) -> u32; }\n\
-             world entity {\n    import host;\n    import net;",
-        );
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        match &err {
-            ValidationError::ForbiddenImport { name, allowed } => {
-                assert_eq!(name, "stead:entity/net@0.1.0");
-                assert!(allowed.contains("stead:entity/host@0.1.0"), "{allowed}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(err.to_string().contains("imports `stead:entity/net@0.1.0`"));
-    }
-
-    #[test]
-    fn a_component_importing_a_wasi_interface_is_refused_naming_it() {
-        let wit = format!(
-            "{ENTITY_WIT}\npackage wasi:clocks@0.2.0 {{ interface wall-clock {{ now: func() -> u64; }} }}"
-        )
-        .replace(
-            "world entity {\n    import host;",
-            "world entity {\n    import host;\n    import wasi:clocks/wall-clock@0.2.0;",
-        );
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        assert!(
-            matches!(&err, ValidationError::ForbiddenImport { name, .. } if name == "wasi:clocks/wall-clock@0.2.0"),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn a_component_importing_an_extra_host_function_is_refused_naming_it() {
-        let wit = contract_with(
-            "log: func(level: log-level, message: string);",
-            "log: func(level: log-level, message: string);\n    now: func() -> u64;",
-        );
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        assert_eq!(
-            err,
-            ValidationError::ForbiddenImportFunction {
-                interface: "stead:entity/host@0.1.0".into(),
-                function: "now".into()
-            }
-        );
-    }
-
-    #[test]
-    fn a_component_with_a_different_record_layout_is_refused_with_both_signatures() {
-        let wit = contract_with("snapshot-every: u32,", "snapshot-every: u64,");
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        match &err {
-            ValidationError::SignatureMismatch {
-                item,
-                found,
-                expected,
-            } => {
-                assert_eq!(item, "export stead:entity/handler@0.1.0#describe");
-                assert!(found.contains("snapshot-every: u64"), "{found}");
-                assert!(expected.contains("snapshot-every: u32"), "{expected}");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_component_of_another_package_version_is_refused() {
-        let wit = ENTITY_WIT.replace("package stead:entity@0.1.0;", "package stead:entity@0.2.0;");
-        let err = validate(&component_from_wit(&wit)).unwrap_err();
-        assert!(
-            matches!(&err, ValidationError::ForbiddenImport { name, .. } if name.ends_with("@0.2.0")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn a_core_module_is_refused_as_not_a_component() {
-        let core = wat::parse_str("(module (func (export \"handle\")))").expect("wat");
-        assert_eq!(validate(&core).unwrap_err(), ValidationError::CoreModule);
-    }
-
-    #[test]
-    fn random_bytes_are_refused_as_not_wasm() {
-        let err = validate(b"this is certainly not webassembly").unwrap_err();
-        assert!(matches!(err, ValidationError::NotWasm(_)), "{err:?}");
-        assert!(err.to_string().contains("magic"), "{err}");
-        assert!(matches!(
-            validate(&[]).unwrap_err(),
-            ValidationError::NotWasm(_)
-        ));
-    }
-
-    #[test]
-    fn a_truncated_component_is_refused_as_malformed() {
-        let bytes = component_from_wit(ENTITY_WIT);
-        let err = validate(&bytes[..bytes.len() / 2]).unwrap_err();
-        assert!(matches!(err, ValidationError::Malformed(_)), "{err:?}");
-    }
-
-    #[test]
-    fn a_wit_package_binary_is_refused_as_not_executable() {
-        let (resolve, world) = {
-            let c = Contract::embedded().expect("contract");
-            let (r, w) = c.resolve();
-            (r.clone(), w)
-        };
-        let pkg = resolve.worlds[world].package.expect("package");
-        let bytes = wit_component::encode(&resolve, pkg).expect("encodes");
-        let err = validate(&bytes).unwrap_err();
-        assert!(err.to_string().contains("WIT package"), "{err}");
-    }
-}
+mod tests;

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::Component;
 
 use super::EntityInfo;
 use super::Runtime;
-use super::instance::{Entity, GuestInstance, GuestState, NativeEntity, WasmCode, WasmInstance};
+use super::instance::{GuestInstance, NativeEntity, WasmCode, WasmInstance};
 use stead_component::{ValidationError, validate};
 
 /// A component ready to instantiate.
@@ -74,17 +74,11 @@ impl Deployment {
         bytes: &[u8],
         cache_dir: &Path,
     ) -> Result<Self, DeploymentError> {
-        validate(bytes)?;
+        let report = validate(bytes)?;
         let hash = component_hash(bytes);
         let component = compile_cached(runtime, bytes, &hash, cache_dir)?;
-        let mut linker = Linker::<GuestState>::new(runtime.engine());
-        Entity::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
+        let code = WasmCode::new(runtime.engine(), &component, report.contract)
             .map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
-        let code =
-            WasmCode::new(pre).map_err(|e| DeploymentError::Instantiate(format!("{e:#}")))?;
         let mut deployment = Self {
             info: EntityInfo {
                 name: String::new(),
@@ -144,22 +138,13 @@ impl Deployment {
 
 /// Entity type names are routing keys, path segments and metric labels.
 fn check_name(name: &str) -> Result<(), DeploymentError> {
-    let bad = |reason: &str| DeploymentError::InvalidName {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if name.is_empty() || name.len() > 64 {
-        return Err(bad("must be 1 to 64 characters"));
+    match stead_types::ids::entity_type_problem(name) {
+        Some(reason) => Err(DeploymentError::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        }),
+        None => Ok(()),
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(bad(
-            "only lowercase ASCII letters, digits, `-` and `_` are allowed",
-        ));
-    }
-    Ok(())
 }
 
 fn compile_cached(

@@ -13,25 +13,13 @@ use stead_types::config::Limits;
 
 use super::{EPOCH_TICK, EntityInfo, Runtime};
 
-wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "entity",
-});
+mod contract;
 
-/// Bindings of the optional `replay` export (world `entity-with-replay`); the
-/// rest of that world is bound through [`Entity`].
-mod optional {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "entity-with-replay",
-    });
-}
+use stead_component::ContractVersion;
+use stead_types::effects::{SendCommand, TimerChange};
+use wasmtime::component::{InstancePre, Linker};
 
-use exports::stead::entity::handler::{CommandContext, CommandError};
-use optional::exports::stead::entity::replay::{Guest as Replay, GuestIndices as ReplayIndices};
-use wasmtime::component::InstancePre;
-
-use stead_component::REPLAY_INTERFACE;
+use contract::{Handler, HandlerIndices, Replay, ReplayIndices};
 
 /// A guest call that did not complete: the one command fails, the instance
 /// is discarded, nothing else is affected.
@@ -61,6 +49,23 @@ pub struct CommandOutcome {
     pub events: Vec<Vec<u8>>,
     pub state: Option<Vec<u8>>,
     pub reply: Vec<u8>,
+    /// Commands to other entities (contract 0.2.0 and later; else empty).
+    pub sends: Vec<SendCommand>,
+    /// Timer changes (contract 0.2.0 and later; else empty).
+    pub timers: Vec<TimerChange>,
+}
+
+impl CommandOutcome {
+    /// Events, state and reply, with no sends or timers.
+    pub fn new(events: Vec<Vec<u8>>, state: Option<Vec<u8>>, reply: Vec<u8>) -> Self {
+        Self {
+            events,
+            state,
+            reply,
+            sends: Vec::new(),
+            timers: Vec::new(),
+        }
+    }
 }
 
 /// A command's outcome once checked against the limits: events to persist,
@@ -71,6 +76,10 @@ pub struct Decision {
     pub events: Vec<Vec<u8>>,
     pub state: Vec<u8>,
     pub reply: Vec<u8>,
+    /// Commands to deliver once the events are durable.
+    pub sends: Vec<SendCommand>,
+    /// Timer changes recorded with the events.
+    pub timers: Vec<TimerChange>,
 }
 
 /// Who a command is for and when it runs: the guest's `command-context`.
@@ -122,15 +131,25 @@ impl ResourceLimiter for GuestState {
     }
 }
 
-impl stead::entity::types::Host for GuestState {}
+/// A guest log line's severity, whichever contract version it came from.
+#[derive(Debug, Clone, Copy)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
 
-impl stead::entity::host::Host for GuestState {
-    fn log(&mut self, level: stead::entity::types::LogLevel, message: String) {
+impl GuestState {
+    /// The host's `log` import: one line, tagged with the entity of the call
+    /// in progress, within the call's budget.
+    fn log(&mut self, level: LogLevel, message: &str) {
         if self.log_budget == 0 {
             return;
         }
         self.log_budget -= 1;
-        use stead::entity::types::LogLevel as L;
+        use LogLevel as L;
         let (ty, id) = (self.entity_type.as_str(), self.entity_id.as_str());
         match level {
             L::Trace => {
@@ -159,18 +178,24 @@ impl stead::entity::host::Host for GuestState {
 /// indices looked up once.
 pub(crate) struct WasmCode {
     pre: InstancePre<GuestState>,
-    handler: EntityIndices,
+    handler: HandlerIndices,
     /// Present when the component exports the optional `replay` interface.
     replay: Option<ReplayIndices>,
 }
 
 impl WasmCode {
-    pub(super) fn new(pre: InstancePre<GuestState>) -> wasmtime::Result<Self> {
-        let handler = EntityIndices::new(&pre)?;
-        let replay = match pre.component().get_export_index(None, REPLAY_INTERFACE) {
-            Some(_) => Some(ReplayIndices::new(&pre)?),
-            None => None,
-        };
+    /// Links `component` (validated as `version`) to the host's imports of
+    /// that version and looks its exports up.
+    pub(super) fn new(
+        engine: &wasmtime::Engine,
+        component: &wasmtime::component::Component,
+        version: ContractVersion,
+    ) -> wasmtime::Result<Self> {
+        let mut linker = Linker::<GuestState>::new(engine);
+        contract::link(&mut linker, version)?;
+        let pre = linker.instantiate_pre(component)?;
+        let handler = HandlerIndices::new(&pre, version)?;
+        let replay = ReplayIndices::new(&pre, version)?;
         Ok(Self {
             pre,
             handler,
@@ -187,7 +212,7 @@ impl WasmCode {
 /// A live wasm instance: a store and the bound exports.
 pub(crate) struct WasmInstance {
     store: Store<GuestState>,
-    bindings: Entity,
+    bindings: Handler,
     replay: Option<Replay>,
     deadline_ticks: u64,
     /// The limits' source, and with `code` what to rebuild the instance from
@@ -269,62 +294,30 @@ impl WasmInstance {
 
     fn describe(&mut self) -> Result<EntityInfo, GuestFault> {
         self.begin("", "");
-        let info = self
-            .bindings
-            .stead_entity_handler()
-            .call_describe(&mut self.store)
-            .map_err(|e| self.fault(e))?;
-        Ok(EntityInfo {
-            name: info.name,
-            version: info.version,
-            snapshot_every: info.snapshot_every,
-        })
+        self.bindings
+            .describe(&mut self.store)
+            .map_err(|e| self.fault(e))
     }
 
     fn initial_state(&mut self, entity_type: &str, entity_id: &str) -> Result<Vec<u8>, GuestFault> {
         self.begin(entity_type, entity_id);
         self.bindings
-            .stead_entity_handler()
-            .call_initial_state(&mut self.store, entity_id)
+            .initial_state(&mut self.store, entity_id)
             .map_err(|e| self.fault(e))
     }
 
     /// Runs `handle-command`. The outer error is a fault (discard the
     /// instance); the inner one is the guest's refusal.
-    #[allow(clippy::too_many_arguments)]
     fn handle_command(
         &mut self,
-        entity_type: &str,
-        entity_id: &str,
-        seq_nr: u64,
-        now_ms: u64,
-        command_id: &str,
+        call: &CommandCall<'_>,
         state: &[u8],
         command: &[u8],
     ) -> Result<Result<CommandOutcome, Rejection>, GuestFault> {
-        self.begin(entity_type, entity_id);
-        let ctx = CommandContext {
-            entity_type: entity_type.to_owned(),
-            entity_id: entity_id.to_owned(),
-            seq_nr,
-            now_ms,
-            command_id: command_id.to_owned(),
-        };
-        let result = self
-            .bindings
-            .stead_entity_handler()
-            .call_handle_command(&mut self.store, &ctx, state, command)
-            .map_err(|e| self.fault(e))?;
-        Ok(match result {
-            Ok(effects) => Ok(CommandOutcome {
-                events: effects.events,
-                state: effects.state,
-                reply: effects.reply,
-            }),
-            Err(CommandError::Rejected(m)) => Err(Rejection::Rejected(m)),
-            Err(CommandError::InvalidCommand(m)) => Err(Rejection::InvalidCommand(m)),
-            Err(CommandError::InvalidState(m)) => Err(Rejection::InvalidState(m)),
-        })
+        self.begin(call.entity_type, call.entity_id);
+        self.bindings
+            .handle_command(&mut self.store, call, state, command)
+            .map_err(|e| self.fault(e))
     }
 
     /// Runs `apply-event`; a guest error is reported as invalid output.
@@ -337,8 +330,7 @@ impl WasmInstance {
     ) -> Result<Vec<u8>, GuestFault> {
         self.begin(entity_type, entity_id);
         self.bindings
-            .stead_entity_handler()
-            .call_apply_event(&mut self.store, state, event)
+            .apply_event(&mut self.store, state, event)
             .map_err(|e| self.fault(e))?
             .map_err(|m| GuestFault::InvalidOutput(format!("apply-event refused an event: {m}")))
     }
@@ -359,7 +351,7 @@ impl WasmInstance {
         let replay = self.replay.as_ref()?;
         Some(
             replay
-                .call_apply_events(&mut self.store, state, events)
+                .apply_events(&mut self.store, state, events)
                 .map_err(|e| self.fault(e)),
         )
     }
@@ -373,8 +365,7 @@ impl WasmInstance {
     ) -> Result<Vec<u8>, GuestFault> {
         self.begin(entity_type, entity_id);
         self.bindings
-            .stead_entity_handler()
-            .call_view(&mut self.store, state)
+            .view(&mut self.store, state)
             .map_err(|e| self.fault(e))?
             .map_err(|m| GuestFault::InvalidOutput(format!("view failed: {m}")))
     }
@@ -469,29 +460,22 @@ impl GuestInstance {
 
     /// Runs `handle-command`. The outer error is a fault (discard the
     /// instance); the inner one is the guest's refusal.
-    #[allow(clippy::too_many_arguments)]
     pub fn handle_command(
         &mut self,
-        entity_type: &str,
-        entity_id: &str,
-        seq_nr: u64,
-        now_ms: u64,
-        command_id: &str,
+        call: CommandCall<'_>,
         state: &[u8],
         command: &[u8],
     ) -> Result<Result<CommandOutcome, Rejection>, GuestFault> {
         match &mut self.backend {
-            Backend::Wasm(w) => w.handle_command(
-                entity_type,
-                entity_id,
-                seq_nr,
-                now_ms,
-                command_id,
-                state,
-                command,
-            ),
+            Backend::Wasm(w) => w.handle_command(&call, state, command),
             Backend::Native(n) => Ok(n.handle_command(
-                (entity_type, entity_id, seq_nr, now_ms, command_id),
+                (
+                    call.entity_type,
+                    call.entity_id,
+                    call.seq_nr,
+                    call.now_ms,
+                    call.command_id,
+                ),
                 state,
                 command,
             )),
@@ -510,19 +494,12 @@ impl GuestInstance {
         command: &[u8],
         limits: &Limits,
     ) -> Result<Result<Decision, Rejection>, GuestFault> {
-        let outcome = match self.handle_command(
-            call.entity_type,
-            call.entity_id,
-            call.seq_nr,
-            call.now_ms,
-            call.command_id,
-            state,
-            command,
-        )? {
+        let outcome = match self.handle_command(call, state, command)? {
             Ok(outcome) => outcome,
             Err(rejection) => return Ok(Err(rejection)),
         };
         check_effects(&outcome, limits)?;
+        check_messages(&outcome, call.now_ms, limits)?;
         let state = match outcome.state {
             Some(state) => state,
             None => {
@@ -536,6 +513,8 @@ impl GuestInstance {
             events: outcome.events,
             state,
             reply: outcome.reply,
+            sends: outcome.sends,
+            timers: outcome.timers,
         }))
     }
 
@@ -679,6 +658,100 @@ fn check_effects(outcome: &CommandOutcome, limits: &Limits) -> Result<(), GuestF
         Some(state) => check_state(state, limits),
         None => Ok(()),
     }
+}
+
+/// Checks sends and timer changes against `limits`: they come with at
+/// least one event, within the counts, each target a valid type and id,
+/// each command JSON within the command size, each timer named and due
+/// within the furthest delay from `now_ms`.
+fn check_messages(
+    outcome: &CommandOutcome,
+    now_ms: u64,
+    limits: &Limits,
+) -> Result<(), GuestFault> {
+    let (sends, timers) = (&outcome.sends, &outcome.timers);
+    if sends.is_empty() && timers.is_empty() {
+        return Ok(());
+    }
+    let invalid = |message: String| Err(GuestFault::InvalidOutput(message));
+    if outcome.events.is_empty() {
+        return invalid(format!(
+            "{} sends and {} timer changes without an event: sends and timers are recorded \
+             with the events that cause them, so persist an event with them",
+            sends.len(),
+            timers.len()
+        ));
+    }
+    if sends.len() > limits.max_sends_per_command {
+        return invalid(format!(
+            "{} sends exceed the limit of {} per command",
+            sends.len(),
+            limits.max_sends_per_command
+        ));
+    }
+    if timers.len() > limits.max_timers_per_command {
+        return invalid(format!(
+            "{} timer changes exceed the limit of {} per command",
+            timers.len(),
+            limits.max_timers_per_command
+        ));
+    }
+    let command = |what: &str, bytes: &[u8]| -> Result<(), GuestFault> {
+        if bytes.len() > limits.max_command_bytes {
+            return invalid(format!(
+                "{what} of {} bytes exceeds the command limit of {}",
+                bytes.len(),
+                limits.max_command_bytes
+            ));
+        }
+        match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Ok(()),
+            Err(e) => invalid(format!("{what} is not JSON: {e}")),
+        }
+    };
+    for (i, send) in sends.iter().enumerate() {
+        if let Some(problem) = stead_types::ids::entity_type_problem(&send.entity_type) {
+            return invalid(format!(
+                "send {i} targets entity type {:?}, which {problem}",
+                send.entity_type
+            ));
+        }
+        if send.entity_id.is_empty() || send.entity_id.len() > limits.max_entity_id_bytes {
+            return invalid(format!(
+                "send {i} targets an entity id of {} bytes (1 to {} allowed)",
+                send.entity_id.len(),
+                limits.max_entity_id_bytes
+            ));
+        }
+        command(&format!("send {i}'s command"), &send.command)?;
+        if let Some(on_refused) = &send.on_refused {
+            command(&format!("send {i}'s on-refused command"), on_refused)?;
+        }
+    }
+    let latest = now_ms
+        .saturating_add(u64::try_from(limits.max_timer_delay.as_millis()).unwrap_or(u64::MAX));
+    for (i, change) in timers.iter().enumerate() {
+        let name = change.name();
+        if name.is_empty() || name.len() > stead_types::config::MAX_TIMER_NAME_BYTES {
+            return invalid(format!(
+                "timer change {i} names a timer of {} bytes (1 to {} allowed)",
+                name.len(),
+                stead_types::config::MAX_TIMER_NAME_BYTES
+            ));
+        }
+        if let TimerChange::Set(timer) = change {
+            if timer.fire_at_ms > latest {
+                return invalid(format!(
+                    "timer {name:?} fires at {} ms, {} s from now, past the limit of {} s ahead",
+                    timer.fire_at_ms,
+                    (timer.fire_at_ms - now_ms) / 1000,
+                    limits.max_timer_delay.as_secs()
+                ));
+            }
+            command(&format!("timer {name:?}'s command"), &timer.command)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_state(state: &[u8], limits: &Limits) -> Result<(), GuestFault> {

@@ -38,6 +38,14 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_STATE_BYTES: usize = 4 * 1024 * 1024;
 /// Default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default most sends one command may return.
+pub const DEFAULT_MAX_SENDS_PER_COMMAND: usize = 32;
+/// Default most timer changes one command may return.
+pub const DEFAULT_MAX_TIMERS_PER_COMMAND: usize = 32;
+/// Default furthest a timer may be set ahead of the host's clock (a year).
+pub const DEFAULT_MAX_TIMER_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest timer name, in bytes.
+pub const MAX_TIMER_NAME_BYTES: usize = 128;
 
 /// Default CPU deadline of one guest call.
 pub const DEFAULT_CALL_DEADLINE: Duration = Duration::from_millis(100);
@@ -301,6 +309,13 @@ pub struct Limits {
     pub max_reply_bytes: usize,
     /// Largest entity state, in bytes. Default 4 MiB.
     pub max_state_bytes: usize,
+    /// Most sends to other entities one command may return. Default 32.
+    pub max_sends_per_command: usize,
+    /// Most timer changes one command may return. Default 32.
+    pub max_timers_per_command: usize,
+    /// Furthest ahead of the host's clock a timer may be set. Default a
+    /// year; one set in the past fires at once.
+    pub max_timer_delay: Duration,
     /// How long a command may wait for its outcome. One still queued at its
     /// deadline is not executed (`deadline exceeded`, safe to retry); a
     /// caller that stops waiting later is told the outcome is unknown.
@@ -318,6 +333,9 @@ impl Default for Limits {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            max_sends_per_command: DEFAULT_MAX_SENDS_PER_COMMAND,
+            max_timers_per_command: DEFAULT_MAX_TIMERS_PER_COMMAND,
+            max_timer_delay: DEFAULT_MAX_TIMER_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }

@@ -10,6 +10,21 @@ use std::fmt;
 /// Shard index, `0 .. shard_count`.
 pub type ShardId = u32;
 
+/// Why `name` is not a valid entity type name, or `None` if it is: 1 to 64
+/// lowercase ASCII letters, digits, `-` and `_`.
+pub fn entity_type_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 64 {
+        return Some("must be 1 to 64 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Some("only lowercase ASCII letters, digits, `-` and `_` are allowed");
+    }
+    None
+}
+
 /// The identity of an entity in the journal.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

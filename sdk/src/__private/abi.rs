@@ -6,7 +6,7 @@
 //! `Serialize` impls) panics, which becomes a trap for that one call in wasm.
 
 use crate::codec::{self, CodecError};
-use crate::entity::{Context, EventSourced};
+use crate::entity::{Context, EventSourced, Send, TimerChange};
 
 /// What `describe` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct RawEffects {
     pub state: Vec<u8>,
     /// JSON reply.
     pub reply: Vec<u8>,
+    /// Commands to send, in order.
+    pub sends: Vec<Send>,
+    /// Timer changes, in order.
+    pub timers: Vec<TimerChange>,
 }
 
 /// Refused command, as the WIT `command-error` variant.
@@ -58,7 +62,7 @@ pub fn handle_command<E: EventSourced>(
     let effect = entity
         .handle(ctx, command)
         .map_err(|e| RawError::Rejected(e.to_string()))?;
-    let (events, reply) = effect.into_parts();
+    let (events, reply, sends, timers) = effect.into_all_parts();
     let mut encoded = Vec::with_capacity(events.len());
     for event in &events {
         encoded.push(encode_or_panic("event", codec::encode_json(event)));
@@ -68,6 +72,8 @@ pub fn handle_command<E: EventSourced>(
         events: encoded,
         state: encode_state_or_panic(&entity),
         reply: encode_or_panic("reply", codec::encode_json(&reply)),
+        sends,
+        timers,
     })
 }
 
@@ -98,6 +104,11 @@ pub fn apply_events<E: EventSourced, B: AsRef<[u8]>>(
 pub fn view<E: EventSourced>(state: &[u8]) -> Result<Vec<u8>, String> {
     let entity: E = codec::decode_state(state).map_err(|e| e.0)?;
     Ok(encode_or_panic("view", codec::encode_json(&entity.view())))
+}
+
+/// A JSON value's bytes (cannot fail: a `Value` always encodes).
+pub fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    value.to_string().into_bytes()
 }
 
 fn encode_state_or_panic<E: EventSourced>(entity: &E) -> Vec<u8> {

@@ -24,9 +24,13 @@ pub mod bindings {
     pub use wit_bindgen::rt as __rt;
 }
 
+use crate::entity::TimerChange;
 use bindings::exports::stead::entity::handler::Guest;
 use bindings::exports::stead::entity::replay::Guest as ReplayGuest;
-use bindings::stead::entity::types::{CommandContext, CommandError, Effects, EntityInfo};
+use bindings::stead::entity::types::{
+    CommandContext, CommandError, Effects, EntityInfo, Send as WitSend, Timer,
+    TimerChange as WitTimerChange,
+};
 
 /// Implements the exported interface for `E`.
 pub struct Adapter<E>(PhantomData<E>);
@@ -62,6 +66,32 @@ impl<E: EventSourced> Guest for Adapter<E> {
                 events: effects.events,
                 state: Some(effects.state),
                 reply: effects.reply,
+                sends: effects
+                    .sends
+                    .iter()
+                    .map(|send| WitSend {
+                        entity_type: send.entity_type.clone(),
+                        entity_id: send.entity_id.clone(),
+                        command: abi::json_bytes(&send.command),
+                        on_refused: send.on_refused.as_ref().map(abi::json_bytes),
+                    })
+                    .collect(),
+                timers: effects
+                    .timers
+                    .iter()
+                    .map(|change| match change {
+                        TimerChange::Set {
+                            name,
+                            fire_at_ms,
+                            command,
+                        } => WitTimerChange::Set(Timer {
+                            name: name.clone(),
+                            fire_at_ms: *fire_at_ms,
+                            command: abi::json_bytes(command),
+                        }),
+                        TimerChange::Cancel { name } => WitTimerChange::Cancel(name.clone()),
+                    })
+                    .collect(),
             }),
             Err(RawError::Rejected(m)) => Err(CommandError::Rejected(m)),
             Err(RawError::InvalidCommand(m)) => Err(CommandError::InvalidCommand(m)),

@@ -40,11 +40,7 @@ impl<E: EventSourced> NativeEntity for Native<E> {
         let (ty, id, seq, now, cmd_id) = ctx;
         let ctx = Context::new(ty, id, seq, now, cmd_id);
         match abi::handle_command::<E>(&ctx, state, command) {
-            Ok(e) => Ok(CommandOutcome {
-                events: e.events,
-                state: Some(e.state),
-                reply: e.reply,
-            }),
+            Ok(e) => Ok(CommandOutcome::new(e.events, Some(e.state), e.reply)),
             Err(RawError::Rejected(m)) => Err(Rejection::Rejected(m)),
             Err(RawError::InvalidCommand(m)) => Err(Rejection::InvalidCommand(m)),
             Err(RawError::InvalidState(m)) => Err(Rejection::InvalidState(m)),

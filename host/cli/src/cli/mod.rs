@@ -237,6 +237,10 @@ mod tests {
             parse::horizon(up::DEFAULT_DEDUP_HORIZON_TEXT),
             Ok(stead_types::config::DEFAULT_DEDUP_HORIZON)
         );
+        assert_eq!(
+            parse::horizon(up::DEFAULT_MAX_TIMER_DELAY_TEXT),
+            Ok(stead_types::config::DEFAULT_MAX_TIMER_DELAY)
+        );
         let horizon = |text: &str| parse(&["up", "--dedup-horizon", text]);
         for ok in ["24h", "90m", "3600", "3600s", "7d"] {
             assert!(horizon(ok).is_ok(), "{ok}");

@@ -99,6 +99,17 @@ pub(crate) struct UpArgs {
     /// Largest entity state, in bytes.
     #[arg(long, env = "STEAD_MAX_STATE_BYTES", default_value_t = nz_usize(defaults::DEFAULT_MAX_STATE_BYTES), value_parser = nonzero_usize)]
     max_state_bytes: NonZeroUsize,
+    /// Most commands to other entities one command may send.
+    #[arg(long, env = "STEAD_MAX_SENDS_PER_COMMAND", default_value_t = nz_usize(defaults::DEFAULT_MAX_SENDS_PER_COMMAND), value_parser = nonzero_usize)]
+    max_sends_per_command: NonZeroUsize,
+    /// Most timer changes one command may make.
+    #[arg(long, env = "STEAD_MAX_TIMERS_PER_COMMAND", default_value_t = nz_usize(defaults::DEFAULT_MAX_TIMERS_PER_COMMAND), value_parser = nonzero_usize)]
+    max_timers_per_command: NonZeroUsize,
+    /// Furthest ahead of the node's clock a guest may set a timer (a timer
+    /// further out fails its command). Seconds, or a number with s, m, h
+    /// or d.
+    #[arg(long, env = "STEAD_MAX_TIMER_DELAY", default_value = DEFAULT_MAX_TIMER_DELAY_TEXT, value_parser = horizon)]
+    max_timer_delay: std::time::Duration,
     /// How long a command may wait for its outcome, in milliseconds; one
     /// still queued at its deadline is not executed.
     #[arg(long, env = "STEAD_REQUEST_TIMEOUT_MS", default_value_t = millis(defaults::DEFAULT_REQUEST_TIMEOUT), value_parser = nonzero_up_to_u64(MAX_REQUEST_TIMEOUT_MS))]
@@ -182,6 +193,8 @@ pub(crate) struct ClusterArgs {
 /// `stead_types::config::DEFAULT_DEDUP_HORIZON` as the flag spells it (a
 /// test keeps the two equal).
 pub(crate) const DEFAULT_DEDUP_HORIZON_TEXT: &str = "24h";
+/// `DEFAULT_MAX_TIMER_DELAY` as the flag writes it.
+pub(crate) const DEFAULT_MAX_TIMER_DELAY_TEXT: &str = "365d";
 
 /// A default duration in whole milliseconds, as the flags take it.
 fn millis(d: std::time::Duration) -> NonZeroU64 {
@@ -305,6 +318,9 @@ fn node_config(args: &UpArgs) -> NodeConfig {
     limits.max_events_per_command = args.max_events_per_command.get();
     limits.max_event_bytes = args.max_event_bytes.get();
     limits.max_state_bytes = args.max_state_bytes.get();
+    limits.max_sends_per_command = args.max_sends_per_command.get();
+    limits.max_timers_per_command = args.max_timers_per_command.get();
+    limits.max_timer_delay = args.max_timer_delay;
     limits.request_timeout = std::time::Duration::from_millis(args.request_timeout_ms.get());
     config.shards.idle_timeout = std::time::Duration::from_secs(args.idle_timeout_secs.get());
     config.shards.dedup_horizon = args.dedup_horizon;

@@ -180,6 +180,18 @@ impl Worker {
                 return Err(Error::guest(&key.entity_type, fault));
             }
         };
+        // Sends and timers need the journal's outbox and the delivery loop
+        // (issue 18, next step); until they exist such a command fails whole,
+        // persisting nothing, rather than losing its messages.
+        if !decision.sends.is_empty() || !decision.timers.is_empty() {
+            let fault = GuestFault::InvalidOutput(format!(
+                "{} sends and {} timer changes: this host does not deliver sends or timers yet",
+                decision.sends.len(),
+                decision.timers.len()
+            ));
+            tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest fault");
+            return Err(Error::guest(&key.entity_type, fault));
+        }
         let deployment = instance.deployment.clone();
         drop(instance);
         let n = decision.events.len() as u64;
