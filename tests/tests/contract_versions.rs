@@ -73,8 +73,14 @@ fn a_0_1_0_component_is_served_and_recovered_exactly_as_the_current_build() {
         .deploy(&account_0_1_0())
         .expect("the 0.1.0 account deploys");
     assert!(info.batched_replay, "its replay export is bound too");
-    new.deploy(&guest("account"))
+    assert_eq!(
+        info.contract, "0.1.0",
+        "the node says which contract it speaks"
+    );
+    let info = new
+        .deploy(&guest("account"))
         .expect("the 0.2.0 account deploys");
+    assert_eq!(info.contract, "0.2.0");
     let on_old = script(&old, "a");
     let on_new = script(&new, "a");
     assert_eq!(on_old, on_new, "both versions answer alike");

@@ -160,6 +160,7 @@ pub(super) fn entity_type(t: TypeInfo) -> proto::EntityType {
         snapshot_every: t.snapshot_every,
         sha256: t.hash,
         size_bytes: t.size as u64,
+        contract: t.contract,
     }
 }
 

@@ -5,7 +5,7 @@
 //! | `POST /v1/entities/{type}/{id}` | body: the JSON command; `Idempotency-Key` header: the command id; 200 with the JSON reply (`Stead-Seq-Nr`, `Stead-Duplicate` headers) |
 //! | `GET /v1/entities/{type}/{id}` | the view |
 //! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}`; M defaults to 1,000, at most 10,000 |
-//! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes","batched_replay"}]}` |
+//! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes","batched_replay","contract"}]}` |
 //! | `POST /v1/components` | admin: body: the component bytes (at most [`MAX_COMPONENT_BYTES`]); deploys it; 200 with its type like a `/v1/types` item; with a node token, `Authorization: Bearer <token>` or 401 (see [`super::auth`]) |
 //! | `GET /healthz` | live: 200 |
 //! | `GET /readyz` | ready (journal open, components loaded, every wanted shard served): 200, else 503 and why |
@@ -239,6 +239,7 @@ fn type_json(t: &TypeInfo) -> serde_json::Value {
         "sha256": t.hash,
         "size_bytes": t.size,
         "batched_replay": t.batched_replay,
+        "contract": t.contract,
     })
 }
 

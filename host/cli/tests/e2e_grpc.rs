@@ -304,6 +304,10 @@ fn the_cli_talks_to_a_node_and_fails_with_one_line_reasons() {
 
     let (ok, out, _) = run(&["deploy", account.to_str().expect("path")]);
     assert!(ok && out.starts_with("deployed account 0.1.0"), "{out}");
+    assert!(
+        out.contains("contract 0.2.0"),
+        "the contract it speaks: {out}"
+    );
     let (ok, out, _) = run(&["send", "account", "c-1", r#"{"open":{"owner":"ada"}}"#]);
     assert!(ok, "{out}");
     assert_eq!(out.trim(), r#"{"balance":0}  (seq-nr 1)"#);

@@ -65,6 +65,9 @@ pub struct TypeInfo {
     /// Whether recovery folds many events per guest call (the component
     /// exports the optional `replay` interface; SDK-built ones do).
     pub batched_replay: bool,
+    /// The contract version the component speaks (`0.1.0`, `0.2.0`), or
+    /// `native` for logic compiled into the host.
+    pub contract: String,
 }
 
 /// Counters of the node.
@@ -683,6 +686,9 @@ fn type_info(d: &stead_runtime::Deployment) -> TypeInfo {
         hash: d.hash.clone(),
         size: d.size,
         batched_replay: d.has_replay(),
+        contract: d
+            .contract
+            .map_or_else(|| "native".to_owned(), |v| v.as_str().to_owned()),
     }
 }
 

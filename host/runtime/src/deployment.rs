@@ -22,6 +22,9 @@ pub struct Deployment {
     /// Lowercase hex SHA-256 of the component bytes.
     pub hash: String,
     pub size: usize,
+    /// The contract version the component was validated against (`None`
+    /// for native logic).
+    pub contract: Option<stead_component::ContractVersion>,
     code: Code,
     runtime: Arc<Runtime>,
 }
@@ -87,6 +90,7 @@ impl Deployment {
             },
             hash,
             size: bytes.len(),
+            contract: Some(report.contract),
             code: Code::Wasm(Arc::new(code)),
             runtime: runtime.clone(),
         };
@@ -110,6 +114,7 @@ impl Deployment {
             hash: format!("native:{}:{}", info.name, info.version),
             info,
             size: 0,
+            contract: None,
             code: Code::Native(entity),
             runtime: runtime.clone(),
         })

@@ -98,12 +98,13 @@ pub(crate) async fn client(cli: Cli) -> Result<()> {
                 println!("{}", type_json(&t));
             } else {
                 println!(
-                    "deployed {} {} ({} bytes, sha256 {}, snapshot every {} events)",
+                    "deployed {} {} ({} bytes, sha256 {}, snapshot every {} events, contract {})",
                     t.name,
                     t.version,
                     t.size_bytes,
                     &t.sha256[..t.sha256.len().min(12)],
-                    t.snapshot_every
+                    t.snapshot_every,
+                    t.contract
                 );
             }
         }
@@ -206,16 +207,17 @@ pub(crate) async fn client(cli: Cli) -> Result<()> {
                 println!("(no entity types deployed)");
             } else {
                 println!(
-                    "{:<20} {:<10} {:>10}  {:>9}  SHA256",
-                    "TYPE", "VERSION", "BYTES", "SNAPSHOT"
+                    "{:<20} {:<10} {:>10}  {:>9}  {:<8}  SHA256",
+                    "TYPE", "VERSION", "BYTES", "SNAPSHOT", "CONTRACT"
                 );
                 for t in types {
                     println!(
-                        "{:<20} {:<10} {:>10}  {:>9}  {}",
+                        "{:<20} {:<10} {:>10}  {:>9}  {:<8}  {}",
                         t.name,
                         t.version,
                         t.size_bytes,
                         t.snapshot_every,
+                        t.contract,
                         &t.sha256[..t.sha256.len().min(12)]
                     );
                 }
@@ -316,7 +318,7 @@ fn print_cluster(status: &proto::ClusterStatusResponse, json: bool) {
 }
 
 fn type_json(t: &proto::EntityType) -> serde_json::Value {
-    serde_json::json!({"name": t.name, "version": t.version, "snapshot_every": t.snapshot_every, "sha256": t.sha256, "size_bytes": t.size_bytes})
+    serde_json::json!({"name": t.name, "version": t.version, "snapshot_every": t.snapshot_every, "sha256": t.sha256, "size_bytes": t.size_bytes, "contract": t.contract})
 }
 
 /// A gRPC status as one line: `rejected: insufficient funds ...`.
