@@ -142,6 +142,10 @@ pub struct Send {
     /// The command, as JSON.
     pub command: Value,
     /// A command of the sender's own type the host delivers back to the
+    /// sender once the target accepts `command` (how a saga learns a step
+    /// is done).
+    pub on_accepted: Option<Value>,
+    /// A command of the sender's own type the host delivers back to the
     /// sender if the target refuses `command` (how a saga compensates).
     pub on_refused: Option<Value>,
 }
@@ -279,6 +283,28 @@ impl<E> Persist<E> {
         self
     }
 
+    /// Sends `command` to the entity `id` of type `T` and hears back: the
+    /// host delivers `on_accepted` (a command of this entity) to this
+    /// entity once the target accepts, or `on_refused` if it refuses. The
+    /// steps of a saga: `ask` the next step, continue on its answer.
+    pub fn ask<T: EventSourced>(
+        mut self,
+        id: impl Into<String>,
+        command: T::Command,
+        on_accepted: &impl Serialize,
+        on_refused: &impl Serialize,
+    ) -> Self
+    where
+        T::Command: Serialize,
+    {
+        self = self.send_to(T::TYPE_NAME, id, &command);
+        if let Some(send) = self.sends.last_mut() {
+            send.on_accepted = Some(to_json("an on-accepted command", on_accepted));
+            send.on_refused = Some(to_json("an on-refused command", on_refused));
+        }
+        self
+    }
+
     /// Sends `command` (any JSON-serializable value) to the entity `id` of
     /// type `entity_type`: for targets whose Rust type this crate does not
     /// know.
@@ -292,6 +318,7 @@ impl<E> Persist<E> {
             entity_type: entity_type.into(),
             entity_id: id.into(),
             command: to_json("a sent command", command),
+            on_accepted: None,
             on_refused: None,
         });
         self

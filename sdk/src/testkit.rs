@@ -172,6 +172,20 @@ impl<E: EventSourced> TestKit<E> {
         self.send(send.command.to_string().into_bytes())
     }
 
+    /// Delivers the `on_accepted` command of `send` back to this entity (its
+    /// sender), as the host does once the target accepts the send. Panics
+    /// if the send declared none.
+    #[track_caller]
+    pub fn deliver_acceptance(&mut self, send: &Send) -> Outcome<E> {
+        let Some(command) = &send.on_accepted else {
+            panic!(
+                "the send to {} {} declared no on-accepted command",
+                send.entity_type, send.entity_id
+            );
+        };
+        self.send(command.to_string().into_bytes())
+    }
+
     /// Delivers the `on_refused` command of `send` back to this entity (its
     /// sender), as the host does when the target refuses the send. Panics
     /// if the send declared none.
@@ -564,6 +578,11 @@ mod tests {
             to: String,
             by: u32,
         },
+        /// Adds `by` at `to`, and 10 here once it did (1 if it refused).
+        Ask {
+            to: String,
+            by: u32,
+        },
         /// Adds 1 at `at`.
         Remind {
             at: u64,
@@ -599,6 +618,14 @@ mod tests {
                 Cmd::Share { to, by } => Ok(Effect::persist(Ev::Added { by })
                     .send_or::<Counter>(to, Cmd::Add { by }, &Cmd::Add { by: 1 })
                     .then_reply(self.n + by)),
+                Cmd::Ask { to, by } => Ok(Effect::persist(Ev::Added { by: 0 })
+                    .ask::<Counter>(
+                        to,
+                        Cmd::Add { by },
+                        &Cmd::Add { by: 10 },
+                        &Cmd::Add { by: 1 },
+                    )
+                    .then_reply(self.n)),
                 Cmd::Remind { at } => Ok(Effect::persist(Ev::Added { by: 0 })
                     .set_timer("remind", at, &Cmd::Add { by: 1 })
                     .then_reply(self.n)),
@@ -632,15 +659,40 @@ mod tests {
             entity_type: "counter".into(),
             entity_id: "b".into(),
             command: serde_json::json!({"add": {"by": 3}}),
+            on_accepted: None,
             on_refused: Some(serde_json::json!({"add": {"by": 1}})),
         }]);
         let send = shared.sends()[0].clone();
         b.deliver(&send).expect_reply(&3);
         a.deliver_refusal(&send).expect_reply(&4);
+        let no_acceptance = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.deliver_acceptance(&send);
+        }));
+        assert!(no_acceptance.is_err(), "send_or declares no on-accepted");
         let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             a.deliver(&send);
         }));
         assert!(wrong.is_err(), "a send for b is not delivered to a");
+    }
+
+    #[test]
+    fn an_ask_hears_back_on_acceptance_and_on_refusal() {
+        let mut a = TestKit::<Counter>::new("a");
+        let asked = a.when(Cmd::Ask {
+            to: "b".into(),
+            by: 0,
+        });
+        let send = asked.sends()[0].clone();
+        assert_eq!(
+            send.on_accepted,
+            Some(serde_json::json!({"add": {"by": 10}}))
+        );
+        // The target refuses an add of 0: the sender hears of it.
+        TestKit::<Counter>::new("b")
+            .deliver(&send)
+            .expect_rejected("nothing to add");
+        a.deliver_refusal(&send).expect_reply(&1);
+        a.deliver_acceptance(&send).expect_reply(&11);
     }
 
     #[test]

@@ -175,6 +175,10 @@ fn malformed_guest_output_is_refused_with_the_reason() {
             "refusal-not-json",
             "send 0's on-refused command is not JSON",
         ),
+        (
+            "acceptance-not-json",
+            "send 0's on-accepted command is not JSON",
+        ),
         ("too-many-timers", "33 timer changes exceed the limit of 32"),
         ("timer-no-name", "timer change 0 names a timer of 0 bytes"),
         ("timer-too-far", "past the limit of 31536000 s ahead"),

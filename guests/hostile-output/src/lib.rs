@@ -3,8 +3,8 @@
 //! misbehaviour: `not-json-event`, `too-many-events`, `huge-event`,
 //! `huge-state`, `not-json-reply`, and for sends and timers `send-no-event`,
 //! `too-many-sends`, `send-bad-type`, `send-empty-id`, `send-not-json`,
-//! `refusal-not-json`, `too-many-timers`, `timer-no-name`, `timer-too-far`,
-//! `timer-not-json`; `ok` persists one valid event. Its optional
+//! `refusal-not-json`, `acceptance-not-json`, `too-many-timers`,
+//! `timer-no-name`, `timer-too-far`, `timer-not-json`; `ok` persists one valid event. Its optional
 //! `apply-events` always traps, so the host must recover its entities through
 //! `apply-event`, one event at a time. For tests only.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -22,6 +22,7 @@ mod guest {
             entity_type: entity_type.into(),
             entity_id: "t".into(),
             command: command.to_vec(),
+            on_accepted: None,
             on_refused: on_refused.map(<[u8]>::to_vec),
         }
     }
@@ -97,6 +98,11 @@ mod guest {
                 b"send-not-json" => messages(1, vec![send("account", b"{oops", None)], vec![]),
                 b"refusal-not-json" => {
                     messages(1, vec![send("account", b"{}", Some(b"nope"))], vec![])
+                }
+                b"acceptance-not-json" => {
+                    let mut bad = good(0);
+                    bad.on_accepted = Some(b"{".to_vec());
+                    messages(1, vec![bad], vec![])
                 }
                 b"too-many-timers" => messages(
                     1,

@@ -724,6 +724,9 @@ fn check_messages(
             ));
         }
         command(&format!("send {i}'s command"), &send.command)?;
+        if let Some(on_accepted) = &send.on_accepted {
+            command(&format!("send {i}'s on-accepted command"), on_accepted)?;
+        }
         if let Some(on_refused) = &send.on_refused {
             command(&format!("send {i}'s on-refused command"), on_refused)?;
         }

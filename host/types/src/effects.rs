@@ -18,6 +18,9 @@ pub struct SendCommand {
     /// The command, JSON.
     pub command: Vec<u8>,
     /// A command of the sender's own type (JSON), delivered to the sender
+    /// once the target accepts `command`.
+    pub on_accepted: Option<Vec<u8>>,
+    /// A command of the sender's own type (JSON), delivered to the sender
     /// if the target refuses `command`.
     pub on_refused: Option<Vec<u8>>,
 }

@@ -73,6 +73,7 @@ impl<E: EventSourced> Guest for Adapter<E> {
                         entity_type: send.entity_type.clone(),
                         entity_id: send.entity_id.clone(),
                         command: abi::json_bytes(&send.command),
+                        on_accepted: send.on_accepted.as_ref().map(abi::json_bytes),
                         on_refused: send.on_refused.as_ref().map(abi::json_bytes),
                     })
                     .collect(),

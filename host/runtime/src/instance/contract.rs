@@ -335,6 +335,7 @@ fn outcome_v0_2(effects: v0_2::exports::stead::entity::handler::Effects) -> Comm
                 entity_type: s.entity_type,
                 entity_id: s.entity_id,
                 command: s.command,
+                on_accepted: s.on_accepted,
                 on_refused: s.on_refused,
             })
             .collect(),
