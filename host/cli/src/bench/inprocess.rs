@@ -74,6 +74,19 @@ pub fn drive_with_ids(
     count: usize,
     make: impl Fn(usize) -> (String, &'static str, Option<String>),
 ) -> Result<Duration> {
+    drive_for(node, entity_type, count, Duration::ZERO, make).map(|(_, elapsed)| elapsed)
+}
+
+/// [`drive_with_ids`] for at least `count` commands and at least
+/// `min_time`, so a fast scenario is not measured over a fraction of a
+/// second; returns the commands sent and the elapsed time.
+pub fn drive_for(
+    node: &Node,
+    entity_type: &str,
+    count: usize,
+    min_time: Duration,
+    make: impl Fn(usize) -> (String, &'static str, Option<String>),
+) -> Result<(usize, Duration)> {
     let started = Instant::now();
     let mut in_flight: VecDeque<PendingReply> = VecDeque::with_capacity(WINDOW);
     let settle = |p: PendingReply| -> Result<()> {
@@ -82,7 +95,13 @@ pub fn drive_with_ids(
             Err(e) => bail!("command failed: {e}"),
         }
     };
-    for i in 0..count {
+    let mut i = 0;
+    loop {
+        // Past `count`, the clock is read once per window of commands.
+        if i >= count && (min_time.is_zero() || (i % WINDOW == 0 && started.elapsed() >= min_time))
+        {
+            break;
+        }
         if in_flight.len() >= WINDOW
             && let Some(p) = in_flight.pop_front()
         {
@@ -95,23 +114,26 @@ pub fn drive_with_ids(
             command.as_bytes().to_vec(),
             command_id,
         )?);
+        i += 1;
     }
     for p in in_flight {
         settle(p)?;
     }
-    Ok(started.elapsed())
+    Ok((i, started.elapsed()))
 }
 
 const OPEN: &str = r#"{"open":{"owner":"bench"}}"#;
 const DEPOSIT: &str = r#"{"deposit":{"amount":1}}"#;
 
-/// Commands/s through shards, wasm and the journal, for 1 and many entities.
+/// Commands/s through shards, wasm and the journal, for 1 and many entities,
+/// each measured over at least `commands` commands and `min_time`.
 pub fn engine(
     work_dir: &Path,
     component: &Path,
     commands: usize,
     entities: usize,
     workers: Option<usize>,
+    min_time: Duration,
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for n in [1usize, entities] {
@@ -122,9 +144,13 @@ pub fn engine(
         })?;
         progress(&format!("engine: opening {n} entities"));
         drive(&node, &ty, n, |i| (format!("e{i}"), OPEN))?;
-        progress(&format!("engine: {commands} deposits over {n} entities"));
-        let elapsed = drive(&node, &ty, commands, |i| (format!("e{}", i % n), DEPOSIT))?;
-        let rate = commands as f64 / elapsed.as_secs_f64();
+        progress(&format!(
+            "engine: deposits over {n} entities, at least {commands} and {min_time:?}"
+        ));
+        let (sent, elapsed) = drive_for(&node, &ty, commands, min_time, |i| {
+            (format!("e{}", i % n), DEPOSIT, None)
+        })?;
+        let rate = sent as f64 / elapsed.as_secs_f64();
         let mut figure = Figure::new(
             "engine",
             &format!("commands/s, {n} entities"),
@@ -139,12 +165,12 @@ pub fn engine(
             // The same load with a new idempotency key on each command: the
             // cost of the command-id index without HTTP or wrk on the cores.
             progress(&format!(
-                "engine: {commands} deposits over {n} entities, a new key on each"
+                "engine: deposits over {n} entities, a new key on each, at least {commands} and {min_time:?}"
             ));
-            let elapsed = drive_with_ids(&node, &ty, commands, |i| {
+            let (sent, elapsed) = drive_for(&node, &ty, commands, min_time, |i| {
                 (format!("e{}", i % n), DEPOSIT, Some(format!("key-{i}")))
             })?;
-            let keyed = commands as f64 / elapsed.as_secs_f64();
+            let keyed = sent as f64 / elapsed.as_secs_f64();
             figures.push(
                 Figure::new(
                     "engine",

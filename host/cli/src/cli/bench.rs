@@ -211,6 +211,7 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             commands,
             entities,
             workers.map(std::num::NonZeroUsize::get),
+            duration,
         )?,
         BenchScenario::Memory {
             component,
