@@ -268,7 +268,7 @@ impl<E> Persist<E> {
     /// [`Persist::send`], and if the target refuses the command, the host
     /// delivers `on_refused` (a command of this entity) back to this entity.
     pub fn send_or<T: EventSourced>(
-        mut self,
+        self,
         id: impl Into<String>,
         command: T::Command,
         on_refused: &impl Serialize,
@@ -276,11 +276,8 @@ impl<E> Persist<E> {
     where
         T::Command: Serialize,
     {
-        self = self.send_to(T::TYPE_NAME, id, &command);
-        if let Some(send) = self.sends.last_mut() {
-            send.on_refused = Some(to_json("an on-refused command", on_refused));
-        }
-        self
+        let on_refused = Some(to_json("an on-refused command", on_refused));
+        self.push_send(T::TYPE_NAME, id.into(), &command, None, on_refused)
     }
 
     /// Sends `command` to the entity `id` of type `T` and hears back: the
@@ -288,7 +285,7 @@ impl<E> Persist<E> {
     /// entity once the target accepts, or `on_refused` if it refuses. The
     /// steps of a saga: `ask` the next step, continue on its answer.
     pub fn ask<T: EventSourced>(
-        mut self,
+        self,
         id: impl Into<String>,
         command: T::Command,
         on_accepted: &impl Serialize,
@@ -297,29 +294,38 @@ impl<E> Persist<E> {
     where
         T::Command: Serialize,
     {
-        self = self.send_to(T::TYPE_NAME, id, &command);
-        if let Some(send) = self.sends.last_mut() {
-            send.on_accepted = Some(to_json("an on-accepted command", on_accepted));
-            send.on_refused = Some(to_json("an on-refused command", on_refused));
-        }
-        self
+        let on_accepted = Some(to_json("an on-accepted command", on_accepted));
+        let on_refused = Some(to_json("an on-refused command", on_refused));
+        self.push_send(T::TYPE_NAME, id.into(), &command, on_accepted, on_refused)
     }
 
     /// Sends `command` (any JSON-serializable value) to the entity `id` of
     /// type `entity_type`: for targets whose Rust type this crate does not
     /// know.
     pub fn send_to(
-        mut self,
+        self,
         entity_type: impl Into<String>,
         id: impl Into<String>,
         command: &impl Serialize,
     ) -> Self {
+        self.push_send(entity_type, id.into(), command, None, None)
+    }
+
+    /// The one place a send is added: every builder above ends here.
+    fn push_send(
+        mut self,
+        entity_type: impl Into<String>,
+        entity_id: String,
+        command: &impl Serialize,
+        on_accepted: Option<Value>,
+        on_refused: Option<Value>,
+    ) -> Self {
         self.sends.push(Send {
             entity_type: entity_type.into(),
-            entity_id: id.into(),
+            entity_id,
             command: to_json("a sent command", command),
-            on_accepted: None,
-            on_refused: None,
+            on_accepted,
+            on_refused,
         });
         self
     }

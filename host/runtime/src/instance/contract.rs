@@ -64,36 +64,30 @@ pub(super) fn link(
     }
 }
 
-impl v0_1::stead::entity::types::Host for GuestState {}
-impl v0_2::stead::entity::types::Host for GuestState {}
+/// The host's imports of one version's bindings: the same `log` in every
+/// version, its level mapped to the host's.
+macro_rules! host_imports {
+    ($version:ident) => {
+        impl $version::stead::entity::types::Host for GuestState {}
 
-impl v0_1::stead::entity::host::Host for GuestState {
-    fn log(&mut self, level: v0_1::stead::entity::types::LogLevel, message: String) {
-        use v0_1::stead::entity::types::LogLevel as L;
-        let level = match level {
-            L::Trace => LogLevel::Trace,
-            L::Debug => LogLevel::Debug,
-            L::Info => LogLevel::Info,
-            L::Warn => LogLevel::Warn,
-            L::Error => LogLevel::Error,
-        };
-        self.log(level, &message);
-    }
+        impl $version::stead::entity::host::Host for GuestState {
+            fn log(&mut self, level: $version::stead::entity::types::LogLevel, message: String) {
+                use $version::stead::entity::types::LogLevel as L;
+                let level = match level {
+                    L::Trace => LogLevel::Trace,
+                    L::Debug => LogLevel::Debug,
+                    L::Info => LogLevel::Info,
+                    L::Warn => LogLevel::Warn,
+                    L::Error => LogLevel::Error,
+                };
+                self.log(level, &message);
+            }
+        }
+    };
 }
 
-impl v0_2::stead::entity::host::Host for GuestState {
-    fn log(&mut self, level: v0_2::stead::entity::types::LogLevel, message: String) {
-        use v0_2::stead::entity::types::LogLevel as L;
-        let level = match level {
-            L::Trace => LogLevel::Trace,
-            L::Debug => LogLevel::Debug,
-            L::Info => LogLevel::Info,
-            L::Warn => LogLevel::Warn,
-            L::Error => LogLevel::Error,
-        };
-        self.log(level, &message);
-    }
-}
+host_imports!(v0_1);
+host_imports!(v0_2);
 
 /// The handler's export indices, looked up once per deployment.
 pub(super) enum HandlerIndices {
