@@ -311,6 +311,22 @@ impl<E> Persist<E> {
         self.push_send(entity_type, id.into(), command, None, None)
     }
 
+    /// [`Persist::ask`] to an entity of type `entity_type` whose Rust type
+    /// this crate does not know (its command is any JSON-serializable
+    /// value): a saga's step towards another crate's entity.
+    pub fn ask_to(
+        self,
+        entity_type: impl Into<String>,
+        id: impl Into<String>,
+        command: &impl Serialize,
+        on_accepted: &impl Serialize,
+        on_refused: &impl Serialize,
+    ) -> Self {
+        let on_accepted = Some(to_json("an on-accepted command", on_accepted));
+        let on_refused = Some(to_json("an on-refused command", on_refused));
+        self.push_send(entity_type, id.into(), command, on_accepted, on_refused)
+    }
+
     /// The one place a send is added: every builder above ends here.
     fn push_send(
         mut self,

@@ -183,10 +183,6 @@ fn malformed_guest_output_is_refused_with_the_reason() {
         ("timer-no-name", "timer change 0 names a timer of 0 bytes"),
         ("timer-too-far", "past the limit of 31536000 s ahead"),
         ("timer-not-json", "timer \"t\"'s command is not JSON"),
-        // Valid, but not delivered yet by this host: refused whole rather
-        // than persisted without its messages (issue 18, next step).
-        ("send-ok", "does not deliver sends or timers yet"),
-        ("timer-ok", "does not deliver sends or timers yet"),
     ] {
         let fault =
             fault_of(node.send_blocking("hostile-output", "o", command.as_bytes().to_vec(), None));
@@ -205,5 +201,28 @@ fn malformed_guest_output_is_refused_with_the_reason() {
         .send_blocking("hostile-output", "o", b"ok".to_vec(), None)
         .expect("ok");
     assert_eq!(ok.seq_nr, 1);
+    // Valid sends and timers persist, and are delivered: the send to an
+    // account that is not open is refused (final, counted), and the timer's
+    // command, which its own entity does not know, is refused when it
+    // fires. Neither is retried for ever.
+    for (command, seq_nr) in [("send-ok", 2), ("timer-ok", 3)] {
+        let reply = node
+            .send_blocking("hostile-output", "o", command.as_bytes().to_vec(), None)
+            .expect(command);
+        assert_eq!(reply.seq_nr, seq_nr, "{command}");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let stats = node.messaging_stats();
+        let settled = (stats.pending_sends, stats.pending_timers) == (0, 0);
+        if stats.sends_refused == 1 && stats.timers_refused == 1 && settled {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{stats:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     account_still_serves(&node, 1);
 }

@@ -336,6 +336,8 @@ fn test() -> Result<()> {
             "account",
             "-p",
             "cart",
+            "-p",
+            "transfer",
             "--features",
             "harness",
             "--target-dir",

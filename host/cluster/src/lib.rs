@@ -190,6 +190,11 @@ impl Cluster {
         };
         let phase_tx = phase.clone();
         let controller = tokio::spawn(controller.run(phase_rx, phase_tx));
+        // Sends and timers go where their target is served, like requests.
+        node.set_dispatch(Arc::new(router::RouterDispatch::new(
+            &node,
+            forwarding.clone(),
+        )));
         tracing::info!(node_id = %config.membership.node_id, gossip = %config.membership.gossip_listen, seeds = ?config.membership.seeds, "joining the cluster");
         Ok(Self {
             node,
@@ -322,6 +327,7 @@ impl Cluster {
             let _ = controller.await;
         }
         self.membership.shutdown();
+        self.node.set_local_dispatch();
         tracing::info!("left the cluster");
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use stead_node::{CommandReply, JournalError, Node, NodeError};
+use stead_node::{CommandReply, Delivery, DeliveryFuture, Dispatch, JournalError, Node, NodeError};
 use stead_types::ShardId;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -231,6 +231,46 @@ impl Router {
             },
             None => Target::Nobody("no member of the cluster is ready".into()),
         }
+    }
+}
+
+/// The courier's dispatch on a cluster member: a delivery runs where its
+/// target is served, through the router, on the runtime the cluster started
+/// on (the courier's own loop drives no network I/O). It holds the node
+/// weakly: the node owns its courier, which owns this.
+pub(crate) struct RouterDispatch {
+    node: std::sync::Weak<Node>,
+    forwarding: Arc<Forwarding>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RouterDispatch {
+    /// Must be made on the runtime that serves the cluster.
+    pub(crate) fn new(node: &Arc<Node>, forwarding: Arc<Forwarding>) -> Self {
+        Self {
+            node: Arc::downgrade(node),
+            forwarding,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Dispatch for RouterDispatch {
+    fn dispatch(&self, d: Delivery) -> DeliveryFuture {
+        let Some(node) = self.node.upgrade() else {
+            return Box::pin(std::future::ready(Err(NodeError::ShuttingDown)));
+        };
+        let router = Router::clustered(node, self.forwarding.clone());
+        let task = self.runtime.spawn(async move {
+            router
+                .send(&d.entity_type, &d.entity_id, d.command, Some(d.command_id))
+                .await
+        });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(NodeError::Internal(format!("a delivery task failed: {e}")))
+            })
+        })
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) mod entity;
 mod error;
 pub(crate) mod leases;
 pub(crate) mod memory;
+pub mod outbox;
 mod request;
 mod spawn;
 pub(crate) mod sweeper;
@@ -46,6 +47,7 @@ use stead_types::{Clock, Joiner, Spawner};
 use worker::Worker;
 
 pub use error::Error;
+pub use outbox::{OutboxEvent, OutboxSender};
 pub use request::{CommandReply, WorkerStats};
 pub use spawn::OsThreads;
 
@@ -61,6 +63,9 @@ pub struct EngineParts {
     pub limits: Limits,
     /// How often held leases are renewed, when the journal's expire.
     pub lease_renew_interval: std::time::Duration,
+    /// Where the workers report their outboxes (the node's courier); `None`
+    /// when nothing delivers sends and timers.
+    pub outbox: Option<OutboxSender>,
 }
 
 /// How many shards the node wants and how many it serves (holds a valid
@@ -98,11 +103,13 @@ impl Shards {
                 board.clone(),
             );
             let (options, limits) = (parts.options.clone(), parts.limits.clone());
+            let outbox = parts.outbox.clone();
             // The worker is made where it runs: its instances stay there.
             let joiner = parts.spawner.spawn(
                 format!("stead-shard-worker-{index}"),
                 Box::new(move || {
-                    Box::pin(Worker::new(journal, registry, clock, board, options, limits).run(rx))
+                    let worker = Worker::new(journal, registry, clock, board, options, limits);
+                    Box::pin(worker.with_outbox(outbox).run(rx))
                 }),
             )?;
             senders.push(tx);
@@ -168,17 +175,16 @@ impl Shards {
         self.board.wanted_shards()
     }
 
-    fn sender(&self, shard: ShardId) -> &flume::Sender<Request> {
-        &self.senders[worker_of(shard, self.senders.len())]
+    fn submit(&self, shard: ShardId, request: Request) -> Result<(), Error> {
+        submit(&self.senders, shard, request)
     }
 
-    fn submit(&self, shard: ShardId, request: Request) -> Result<(), Error> {
-        match self.sender(shard).try_send(request) {
-            Ok(()) => Ok(()),
-            Err(flume::TrySendError::Full(_)) => Err(Error::Overloaded(format!(
-                "the worker of shard {shard} has its queue full; retry later"
-            ))),
-            Err(flume::TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
+    /// A handle that queues commands to the workers without the rest of
+    /// `Shards` (the node's courier delivers through one). The workers stop
+    /// only once every handle is dropped.
+    pub fn command_queue(&self) -> CommandQueue {
+        CommandQueue {
+            senders: self.senders.clone(),
         }
     }
 
@@ -235,21 +241,15 @@ impl Shards {
         deadline_ms: u64,
         span: tracing::Span,
     ) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
-        let (tx, rx) = oneshot::channel();
-        let shard = key.shard;
-        self.submit(
-            shard,
-            Request::Command(CommandRequest {
-                key,
-                command,
-                command_id,
-                digest,
-                reply: tx,
-                deadline_ms,
-                span,
-            }),
-        )?;
-        Ok(rx)
+        queue_command(
+            &self.senders,
+            key,
+            command,
+            command_id,
+            digest,
+            deadline_ms,
+            span,
+        )
     }
 
     /// Queues a view request.
@@ -349,6 +349,77 @@ impl Shards {
                 tracing::error!("a shard worker panicked");
             }
         }
+    }
+}
+
+/// Queues commands to the workers (see [`Shards::command_queue`]).
+#[derive(Clone)]
+pub struct CommandQueue {
+    senders: Vec<flume::Sender<Request>>,
+}
+
+impl CommandQueue {
+    /// [`Shards::command`].
+    pub fn command(
+        &self,
+        key: EntityKey,
+        command: Vec<u8>,
+        command_id: String,
+        digest: Option<[u8; 32]>,
+        deadline_ms: u64,
+        span: tracing::Span,
+    ) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
+        queue_command(
+            &self.senders,
+            key,
+            command,
+            command_id,
+            digest,
+            deadline_ms,
+            span,
+        )
+    }
+}
+
+fn queue_command(
+    senders: &[flume::Sender<Request>],
+    key: EntityKey,
+    command: Vec<u8>,
+    command_id: String,
+    digest: Option<[u8; 32]>,
+    deadline_ms: u64,
+    span: tracing::Span,
+) -> Result<oneshot::Receiver<Result<CommandReply, Error>>, Error> {
+    let (tx, rx) = oneshot::channel();
+    let shard = key.shard;
+    submit(
+        senders,
+        shard,
+        Request::Command(CommandRequest {
+            key,
+            command,
+            command_id,
+            digest,
+            reply: tx,
+            deadline_ms,
+            span,
+        }),
+    )?;
+    Ok(rx)
+}
+
+/// Queues `request` on its shard's worker, never waiting for room.
+fn submit(
+    senders: &[flume::Sender<Request>],
+    shard: ShardId,
+    request: Request,
+) -> Result<(), Error> {
+    match senders[worker_of(shard, senders.len())].try_send(request) {
+        Ok(()) => Ok(()),
+        Err(flume::TrySendError::Full(_)) => Err(Error::Overloaded(format!(
+            "the worker of shard {shard} has its queue full; retry later"
+        ))),
+        Err(flume::TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
     }
 }
 

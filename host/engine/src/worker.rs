@@ -39,6 +39,7 @@ use crate::Error;
 use crate::entity::ActiveEntity;
 use crate::leases::{self, HeldLease, LeaseBoard};
 use crate::memory;
+use crate::outbox::{OutboxEvent, OutboxSender};
 use crate::request::{LeaseResult, Request, WorkerStats};
 
 mod commit;
@@ -65,6 +66,8 @@ pub(crate) struct Worker {
     pub(crate) activations: u64,
     passivations: u64,
     deferred_total: u64,
+    /// The node's courier, told of leases and durable sends and timers.
+    pub(crate) outbox: Option<OutboxSender>,
 }
 
 /// The activation budget of one batch: past it, requests for entities not
@@ -119,6 +122,19 @@ impl Worker {
             activations: 0,
             passivations: 0,
             deferred_total: 0,
+            outbox: None,
+        }
+    }
+
+    pub(crate) fn with_outbox(mut self, outbox: Option<OutboxSender>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Tells the courier (if any); it never blocks.
+    pub(crate) fn tell(&self, event: OutboxEvent) {
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(event);
         }
     }
 
@@ -295,6 +311,7 @@ impl Worker {
         }
         self.fences.remove(&token.shard);
         self.board.remove(token);
+        self.tell(OutboxEvent::Dropped(token));
         let before = self.entities.len();
         self.entities.retain(|key, _| key.shard != token.shard);
         self.after_passivation(before - self.entities.len());
@@ -353,6 +370,9 @@ impl Worker {
             // between (another node took the shard, maybe wrote, released it)
             // moved the epoch further, and they are stale.
             let previous = self.fences.insert(token.shard, lease);
+            if let Some(old) = &previous {
+                self.tell(OutboxEvent::Dropped(old.token));
+            }
             if previous.is_none_or(|old| old.token.epoch + 1 != token.epoch) {
                 let before = self.entities.len();
                 self.entities.retain(|key, _| key.shard != token.shard);
@@ -361,6 +381,7 @@ impl Worker {
         }
         if !tokens.is_empty() {
             tracing::info!(shards = tokens.len(), "shards acquired");
+            self.tell(OutboxEvent::Acquired(tokens.clone()));
         }
         Ok(tokens)
     }
@@ -377,6 +398,7 @@ impl Worker {
         }
         for token in &tokens {
             self.board.remove(*token);
+            self.tell(OutboxEvent::Dropped(*token));
         }
         let released: HashSet<ShardId> = tokens.iter().map(|t| t.shard).collect();
         let before = self.entities.len();

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use stead_journal::{AppendError, EntityAppend, EntityKey, JournalError};
+use stead_types::effects::TimerChange;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::{Shared, leases, to_i64};
@@ -242,7 +243,31 @@ struct Rows<'a> {
     /// Command ids by (type, id, command id): the last write of one wins,
     /// as one INSERT may not touch a row twice.
     commands: HashMap<CommandIdKey<'a>, CommandIdRow<'a>>,
+    outbox: Outbox<'a>,
+    /// Timers by (type, id, name): the batch's last change of one wins
+    /// (`None`: cancelled), as its changes apply in queue order.
+    timers: HashMap<TimerKey<'a>, (i64, Option<TimerRow<'a>>)>,
 }
+
+/// Columns of the sends one transaction inserts.
+#[derive(Default)]
+struct Outbox<'a> {
+    shard: Vec<i64>,
+    source_type: Vec<&'a str>,
+    source_id: Vec<&'a str>,
+    seq: Vec<i64>,
+    index: Vec<i64>,
+    target_type: Vec<&'a str>,
+    target_id: Vec<&'a str>,
+    command: Vec<&'a [u8]>,
+    on_accepted: Vec<Option<&'a [u8]>>,
+    on_refused: Vec<Option<&'a [u8]>>,
+}
+
+/// (entity type, entity id, timer name).
+type TimerKey<'a> = (&'a str, &'a str, &'a str);
+/// (seq-nr, fire-at, command).
+type TimerRow<'a> = (i64, i64, &'a [u8]);
 
 /// Writes `items` of `jobs` in one transaction; the results are in the
 /// order of `items`.
@@ -366,6 +391,35 @@ async fn transaction(
                 ),
             );
         }
+        for send in &append.sends {
+            let o = &mut rows.outbox;
+            o.shard.push(i64::from(key.shard));
+            o.source_type.push(&key.entity_type);
+            o.source_id.push(&key.entity_id);
+            o.seq.push(to_i64(send.seq_nr));
+            o.index.push(i64::from(send.index));
+            o.target_type.push(&send.send.entity_type);
+            o.target_id.push(&send.send.entity_id);
+            o.command.push(&send.send.command);
+            o.on_accepted.push(send.send.on_accepted.as_deref());
+            o.on_refused.push(send.send.on_refused.as_deref());
+        }
+        for write in &append.timers {
+            let slot = (
+                key.entity_type.as_str(),
+                key.entity_id.as_str(),
+                write.change.name(),
+            );
+            let row = match &write.change {
+                TimerChange::Set(timer) => Some((
+                    to_i64(write.seq_nr),
+                    to_i64(timer.fire_at_ms),
+                    &timer.command[..],
+                )),
+                TimerChange::Cancel(_) => None,
+            };
+            rows.timers.insert(slot, (i64::from(key.shard), row));
+        }
         last[slot] = actual + append.events.len() as u64;
         results.push(Ok(()));
     }
@@ -379,11 +433,14 @@ async fn transaction(
     Ok(results)
 }
 
-/// The batch's three insert statements, prepared.
+/// The batch's statements, prepared (cached per connection).
 struct Inserts {
     events: tokio_postgres::Statement,
     entities: tokio_postgres::Statement,
     command_ids: tokio_postgres::Statement,
+    outbox: tokio_postgres::Statement,
+    set_timers: tokio_postgres::Statement,
+    cancel_timers: tokio_postgres::Statement,
 }
 
 impl Inserts {
@@ -410,10 +467,39 @@ impl Inserts {
                      at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest",
             ),
         );
+        let (outbox, set_timers, cancel_timers) = tokio::join!(
+            client.prepare_cached(
+                "INSERT INTO stead_outbox
+                    (shard, entity_type, entity_id, seq_nr, idx, target_type, target_id,
+                     command, on_accepted, on_refused)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::bigint[], $6::text[], $7::text[], $8::bytea[],
+                                      $9::bytea[], $10::bytea[])",
+            ),
+            client.prepare_cached(
+                "INSERT INTO stead_timers
+                    (shard, entity_type, entity_id, name, seq_nr, fire_at_ms, command)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+                                      $5::bigint[], $6::bigint[], $7::bytea[])
+                 ON CONFLICT (shard, entity_type, entity_id, name) DO UPDATE
+                 SET seq_nr = EXCLUDED.seq_nr, fire_at_ms = EXCLUDED.fire_at_ms,
+                     command = EXCLUDED.command",
+            ),
+            client.prepare_cached(
+                "DELETE FROM stead_timers t
+                 USING unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+                       AS d(shard, ty, id, name)
+                 WHERE t.shard = d.shard AND t.entity_type = d.ty
+                   AND t.entity_id = d.id AND t.name = d.name",
+            ),
+        );
         Ok(Self {
             events: events?,
             entities: entities?,
             command_ids: command_ids?,
+            outbox: outbox?,
+            set_timers: set_timers?,
+            cancel_timers: cancel_timers?,
         })
     }
 
@@ -477,16 +563,109 @@ impl Inserts {
                 )
                 .await
         };
-        let (a, b, c, commit) = tokio::join!(
+        let o = &rows.outbox;
+        let insert_outbox = async {
+            if o.seq.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &self.outbox,
+                    &[
+                        &o.shard,
+                        &o.source_type,
+                        &o.source_id,
+                        &o.seq,
+                        &o.index,
+                        &o.target_type,
+                        &o.target_id,
+                        &o.command,
+                        &o.on_accepted,
+                        &o.on_refused,
+                    ],
+                )
+                .await
+        };
+        let mut set = TimerColumns::default();
+        let mut cancel = TimerColumns::default();
+        for (&(ty, id, name), &(shard, row)) in &rows.timers {
+            match row {
+                Some((seq, fire_at, command)) => {
+                    set.push(shard, ty, id, name);
+                    set.seq.push(seq);
+                    set.fire_at.push(fire_at);
+                    set.command.push(command);
+                }
+                None => cancel.push(shard, ty, id, name),
+            }
+        }
+        let set_timers = async {
+            if set.name.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &self.set_timers,
+                    &[
+                        &set.shard,
+                        &set.ty,
+                        &set.id,
+                        &set.name,
+                        &set.seq,
+                        &set.fire_at,
+                        &set.command,
+                    ],
+                )
+                .await
+        };
+        let cancel_timers = async {
+            if cancel.name.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &self.cancel_timers,
+                    &[&cancel.shard, &cancel.ty, &cancel.id, &cancel.name],
+                )
+                .await
+        };
+        let (a, b, c, d, e, f, commit) = tokio::join!(
             insert_events,
             insert_entities,
             insert_command_ids,
+            insert_outbox,
+            set_timers,
+            cancel_timers,
             client.batch_execute("COMMIT"),
         );
         a?;
         b?;
         c?;
+        d?;
+        e?;
+        f?;
         commit
+    }
+}
+
+/// Columns of the timers one statement sets or cancels.
+#[derive(Default)]
+struct TimerColumns<'a> {
+    shard: Vec<i64>,
+    ty: Vec<&'a str>,
+    id: Vec<&'a str>,
+    name: Vec<&'a str>,
+    seq: Vec<i64>,
+    fire_at: Vec<i64>,
+    command: Vec<&'a [u8]>,
+}
+
+impl<'a> TimerColumns<'a> {
+    fn push(&mut self, shard: i64, ty: &'a str, id: &'a str, name: &'a str) {
+        self.shard.push(shard);
+        self.ty.push(ty);
+        self.id.push(id);
+        self.name.push(name);
     }
 }
 

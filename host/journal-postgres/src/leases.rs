@@ -204,6 +204,38 @@ pub(crate) async fn release(shared: &Shared, tokens: &[FenceToken]) -> Result<()
 /// Removes at most `limit` index entries of the shard older than
 /// `before_ms`, oldest first, if this node still holds the shard under
 /// `fence`'s epoch.
+/// Why a fenced transaction may not go on.
+pub(crate) enum Fenced {
+    /// The fence is not the shard's current lease of this node.
+    Lost(AppendError),
+    Sql(tokio_postgres::Error),
+}
+
+/// Takes the shard's shared advisory lock in `tx` and checks, under it,
+/// that `fence` is the shard's current lease and this node holds it: what
+/// the transaction writes next cannot race a claim.
+pub(crate) async fn check_fence(
+    shared: &Shared,
+    tx: &tokio_postgres::Transaction<'_>,
+    fence: FenceToken,
+) -> Result<(), Fenced> {
+    let shard = [i64::from(fence.shard)];
+    tx.execute(LOCK_SHARED, &[&LOCK_NAMESPACE, &&shard[..]])
+        .await
+        .map_err(Fenced::Sql)?;
+    let leases = parse(&tx.query(READ, &[&&shard[..]]).await.map_err(Fenced::Sql)?);
+    let (epoch, owner) = leases.get(&fence.shard).cloned().unwrap_or((0, None));
+    if epoch != fence.epoch || owner.as_deref() != Some(shared.options.node_id.as_str()) {
+        shared.lost(fence);
+        return Err(Fenced::Lost(AppendError::Fenced {
+            shard: fence.shard,
+            presented: fence.epoch,
+            current: epoch,
+        }));
+    }
+    Ok(())
+}
+
 pub(crate) async fn expire_command_ids(
     shared: &Shared,
     fence: FenceToken,
@@ -215,19 +247,10 @@ pub(crate) async fn expire_command_ids(
     let shard = [i64::from(fence.shard)];
     let mut client = shared.client().await?;
     let tx = client.transaction().await.map_err(err)?;
-    tx.execute(LOCK_SHARED, &[&LOCK_NAMESPACE, &&shard[..]])
-        .await
-        .map_err(err)?;
-    let leases = parse(&tx.query(READ, &[&&shard[..]]).await.map_err(err)?);
-    let (epoch, owner) = leases.get(&fence.shard).cloned().unwrap_or((0, None));
-    if epoch != fence.epoch || owner.as_deref() != Some(shared.options.node_id.as_str()) {
-        shared.lost(fence);
-        return Err(AppendError::Fenced {
-            shard: fence.shard,
-            presented: fence.epoch,
-            current: epoch,
-        });
-    }
+    check_fence(shared, &tx, fence).await.map_err(|e| match e {
+        Fenced::Lost(e) => e,
+        Fenced::Sql(e) => err(e),
+    })?;
     let expired = tx
         .execute(
             "DELETE FROM stead_command_ids WHERE ctid IN (

@@ -41,6 +41,7 @@
 mod commit;
 mod deployments;
 mod leases;
+mod outbox;
 mod schema;
 
 use std::collections::HashMap;
@@ -50,8 +51,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stead_journal::{
-    AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord, FenceToken,
-    Journal, JournalError, ShardId, SnapshotRecord, StoredEvent,
+    Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord,
+    FenceToken, FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId,
+    SnapshotRecord, StoredEvent,
 };
 use stead_types::config::PostgresOptions;
 use tokio_postgres::error::SqlState;
@@ -641,6 +643,55 @@ impl Journal for PostgresJournal {
             Ok(inner) => inner,
             Err(e) => Err(AppendError::Storage(e)),
         }
+    }
+
+    fn read_outbox(
+        &self,
+        shard: ShardId,
+        after: Option<&SendId>,
+        limit: usize,
+    ) -> Result<Vec<PendingSend>, JournalError> {
+        self.run(
+            "reading the outbox",
+            outbox::read_outbox(&self.shared, shard, after, limit),
+        )
+    }
+
+    fn ack_sends(&self, fence: FenceToken, ids: &[SendId]) -> Result<(), AppendError> {
+        let result = self.run("acknowledging sends", async {
+            Ok(outbox::ack_sends(&self.shared, fence, ids).await)
+        });
+        result.unwrap_or_else(|e| Err(AppendError::Storage(e)))
+    }
+
+    fn answer_sends(
+        &self,
+        fence: FenceToken,
+        answers: &[(SendId, Answer)],
+    ) -> Result<(), AppendError> {
+        let result = self.run("answering sends", async {
+            Ok(outbox::answer_sends(&self.shared, fence, answers).await)
+        });
+        result.unwrap_or_else(|e| Err(AppendError::Storage(e)))
+    }
+
+    fn read_timers(
+        &self,
+        shard: ShardId,
+        after: Option<(&EntityKey, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PendingTimer>, JournalError> {
+        self.run(
+            "reading timers",
+            outbox::read_timers(&self.shared, shard, after, limit),
+        )
+    }
+
+    fn ack_timers(&self, fence: FenceToken, fired: &[FiredTimer]) -> Result<(), AppendError> {
+        let result = self.run("acknowledging timers", async {
+            Ok(outbox::ack_timers(&self.shared, fence, fired).await)
+        });
+        result.unwrap_or_else(|e| Err(AppendError::Storage(e)))
     }
 }
 

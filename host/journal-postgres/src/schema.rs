@@ -18,11 +18,15 @@
 //! - `stead_command_ids`: the idempotency index, (entity, command id) ->
 //!   (seq-nr, time, digest), expired oldest first by (shard, at_ms).
 //! - `stead_deployments`: deployed components, shared by every node.
+//! - (version 2) `stead_outbox`: pending sends by (shard, source entity,
+//!   seq-nr, index), with the target's answer once recorded (1 accepted,
+//!   2 refused); `stead_timers`: timers by (shard, entity, name) with
+//!   the seq-nr that set them. A version-1 database is migrated in place.
 
 use tokio_postgres::Client;
 
 /// The schema version this build writes and reads.
-pub(crate) const VERSION: i32 = 1;
+pub(crate) const VERSION: i32 = 2;
 
 /// The advisory lock namespace of the journal (`'stea'` in ASCII); the
 /// second key is a shard, or [`MIGRATION_LOCK`].
@@ -87,6 +91,35 @@ CREATE TABLE stead_deployments (
 );
 ";
 
+/// Version 2: the outbox. Text columns in byte order (`COLLATE "C"`), so a
+/// shard's rows page by key the same way whatever the database's locale.
+const V2: &str = r#"
+CREATE TABLE stead_outbox (
+    shard       bigint NOT NULL,
+    entity_type text COLLATE "C" NOT NULL,
+    entity_id   text COLLATE "C" NOT NULL,
+    seq_nr      bigint NOT NULL,
+    idx         bigint NOT NULL,
+    target_type text   NOT NULL,
+    target_id   text   NOT NULL,
+    command     bytea  NOT NULL,
+    on_accepted bytea,
+    on_refused  bytea,
+    answer      smallint CHECK (answer IN (1, 2)),
+    PRIMARY KEY (shard, entity_type, entity_id, seq_nr, idx)
+);
+CREATE TABLE stead_timers (
+    shard       bigint NOT NULL,
+    entity_type text COLLATE "C" NOT NULL,
+    entity_id   text COLLATE "C" NOT NULL,
+    name        text COLLATE "C" NOT NULL,
+    seq_nr      bigint NOT NULL,
+    fire_at_ms  bigint NOT NULL,
+    command     bytea  NOT NULL,
+    PRIMARY KEY (shard, entity_type, entity_id, name)
+);
+"#;
+
 /// Why the schema could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SchemaError {
@@ -120,6 +153,7 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), SchemaError> {
     match found {
         None => {
             tx.batch_execute(V1).await?;
+            tx.batch_execute(V2).await?;
             tx.execute(
                 "INSERT INTO stead_schema (version) VALUES ($1)",
                 &[&VERSION],
@@ -128,6 +162,12 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), SchemaError> {
             tracing::info!(version = VERSION, "created the journal's tables");
         }
         Some(found) if found > VERSION => return Err(SchemaError::Newer { found }),
+        Some(1) => {
+            tx.batch_execute(V2).await?;
+            tx.execute("UPDATE stead_schema SET version = $1", &[&VERSION])
+                .await?;
+            tracing::info!(from = 1, to = VERSION, "migrated the journal's tables");
+        }
         Some(_) => {}
     }
     tx.commit().await?;

@@ -32,6 +32,8 @@ fn append(key: &EntityKey, expected: u64, fence: FenceToken, payload: &str) -> E
         fence,
         events: vec![conformance::event("c", payload.as_bytes())],
         command_ids: Vec::new(),
+        sends: Vec::new(),
+        timers: Vec::new(),
     }
 }
 
@@ -186,6 +188,47 @@ fn a_database_with_a_newer_schema_is_refused_with_a_clear_error() {
         refused.contains("schema version 99") && refused.contains("newer"),
         "{refused}"
     );
+}
+
+#[test]
+fn a_version_1_database_is_migrated_in_place_keeping_its_events() {
+    let db = pg::database().expect("database");
+    let key = EntityKey::new(0, "t", "kept");
+    {
+        let j = open(&db.url(), "n");
+        let fence = j.claim_shards(&[0]).expect("claim")[0];
+        assert_eq!(j.append(vec![append(&key, 0, fence, "e1")]), vec![Ok(())]);
+    }
+    // What a database written by a version-1 build looks like.
+    let mut client = db.client().expect("client");
+    client
+        .batch_execute(
+            "DROP TABLE stead_outbox; DROP TABLE stead_timers;
+             UPDATE stead_schema SET version = 1",
+        )
+        .expect("downgrade");
+    let j = open(&db.url(), "n");
+    assert_eq!(j.last_seq_nr(&key), Ok(1), "the events are kept");
+    let fence = j.claim_shards(&[0]).expect("claim")[0];
+    let mut next = append(&key, 1, fence, "e2");
+    next.sends = vec![stead_journal::OutboxSend {
+        seq_nr: 2,
+        index: 0,
+        send: stead_types::effects::SendCommand {
+            entity_type: "t".into(),
+            entity_id: "other".into(),
+            command: b"{}".to_vec(),
+            on_accepted: None,
+            on_refused: None,
+        },
+    }];
+    assert_eq!(j.append(vec![next]), vec![Ok(())]);
+    assert_eq!(j.read_outbox(0, None, 10).map(|s| s.len()), Ok(1));
+    let version: i32 = client
+        .query_one("SELECT version FROM stead_schema", &[])
+        .expect("version")
+        .get(0);
+    assert_eq!(version, 2);
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //!         | 0x02 snapshot (value: SnapshotRecord)
 //!         | 0x03 command id: key ends in command_id:str (value: its
 //!                        CommandIdRecord: seq-nr, time, digest)
+//!         | 0x05 outbox: key ends in seq:u64be index:u32be (value: a pending
+//!                        send, `record::encode_send`)
+//!         | 0x06 timer: key ends in name:str (value: seq-nr that set it,
+//!                        fire-at, command: `record::encode_timer`)
 //! expiry  = shard:u32be 0x04 at_ms:u64be unique:u64be (value: the list of
 //!           (type, id, command id) one append indexed in the shard at that
 //!           time): one key per shard per append, not per command (keys of
@@ -38,6 +42,8 @@ pub const SECTION_EVENT: u8 = 0x01;
 pub const SECTION_SNAPSHOT: u8 = 0x02;
 pub const SECTION_COMMAND: u8 = 0x03;
 pub const SECTION_EXPIRY: u8 = 0x04;
+pub const SECTION_OUTBOX: u8 = 0x05;
+pub const SECTION_TIMER: u8 = 0x06;
 
 /// The sequence number in the key of an entity's tail page.
 pub const TAIL: u64 = u64::MAX;
@@ -102,6 +108,22 @@ pub fn command_key(key: &EntityKey, command_id: &str) -> Vec<u8> {
     out
 }
 
+/// The key of a pending send: its source entity, the seq-nr of its
+/// command's last event and its index among that command's sends.
+pub fn outbox_key(key: &EntityKey, seq_nr: u64, index: u32) -> Vec<u8> {
+    let mut out = entity_prefix(key, SECTION_OUTBOX);
+    out.extend_from_slice(&seq_nr.to_be_bytes());
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// The key of an entity's timer of `name`.
+pub fn timer_key(key: &EntityKey, name: &str) -> Vec<u8> {
+    let mut out = entity_prefix(key, SECTION_TIMER);
+    push_str(&mut out, name);
+    out
+}
+
 /// The key of one append's expiry list in `shard`: its time and a number
 /// unique to the append.
 pub fn expiry_key(shard: ShardId, at_ms: u64, unique: u64) -> Vec<u8> {
@@ -156,6 +178,8 @@ pub enum DecodedKey {
     Event(EntityKey, u64),
     Snapshot(EntityKey),
     Command(EntityKey, String),
+    Outbox(EntityKey, u64, u32),
+    Timer(EntityKey, String),
     Expiry {
         shard: ShardId,
         at_ms: u64,
@@ -192,6 +216,11 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
         SECTION_ENTITY => DecodedKey::Entity(key),
         SECTION_SNAPSHOT => DecodedKey::Snapshot(key),
         SECTION_EVENT => DecodedKey::Event(key, u64::from_be_bytes(r.array::<8>()?)),
+        SECTION_OUTBOX => {
+            let seq_nr = u64::from_be_bytes(r.array::<8>()?);
+            DecodedKey::Outbox(key, seq_nr, u32::from_be_bytes(r.array::<4>()?))
+        }
+        SECTION_TIMER => DecodedKey::Timer(key, r.string()?),
         other => return Err(KeyError(format!("unknown section {other:#04x}"))),
     };
     if r.pos != bytes.len() {
@@ -253,6 +282,14 @@ mod tests {
         assert_eq!(
             decode(&command_key(&k, "key-1")),
             Ok(DecodedKey::Command(k.clone(), "key-1".into()))
+        );
+        assert_eq!(
+            decode(&outbox_key(&k, 42, 3)),
+            Ok(DecodedKey::Outbox(k.clone(), 42, 3))
+        );
+        assert_eq!(
+            decode(&timer_key(&k, "expire")),
+            Ok(DecodedKey::Timer(k.clone(), "expire".into()))
         );
         assert_eq!(
             decode(&expiry_key(7, 1_700_000_000_000, 9)),

@@ -55,9 +55,10 @@ pub use stead_types::config::SledOptions;
 
 use stead_journal::record::{self, CommandIdRecord, EventRecord, PageBuf, SnapshotRecord};
 use stead_journal::{
-    AppendError, CommitObserver, EntityAppend, EntityKey, FenceToken, Journal, JournalError,
-    ShardId, StoredEvent,
+    Answer, AppendError, CommitObserver, EntityAppend, EntityKey, FenceToken, FiredTimer, Journal,
+    JournalError, PendingSend, PendingTimer, SendId, ShardId, StoredEvent,
 };
+use stead_types::effects::{Timer, TimerChange};
 
 /// How long an open waits for the lock of a store this process just closed.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -474,6 +475,50 @@ impl SledJournal {
         (store.generation, self.note(self.make_durable(store, since)))
     }
 
+    /// Refuses `fence` unless this opening holds the shard under it.
+    fn check_fence(&self, fence: FenceToken) -> Result<(), AppendError> {
+        let current = self.lock_epochs().get(&fence.shard).copied().unwrap_or(0);
+        if fence.epoch != current || current == 0 {
+            return Err(AppendError::Fenced {
+                shard: fence.shard,
+                presented: fence.epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes `keys` of the fenced shard (not flushed: a removal lost to
+    /// a crash only repeats a delivery, which the target deduplicates).
+    fn remove_fenced(
+        &self,
+        fence: FenceToken,
+        keys: Vec<Vec<u8>>,
+        what: &'static str,
+    ) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.recover()?;
+        let _stripe = self.stripes[fence.shard as usize % APPLY_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.with_store(|store| {
+            let mut batch = sled::Batch::default();
+            for k in keys {
+                batch.remove(k);
+            }
+            self.note(
+                store
+                    .journal
+                    .apply_batch(batch)
+                    .map_err(|e| sled_error(what, e)),
+            )
+        })?;
+        Ok(())
+    }
+
     fn stage(
         &self,
         store: &Store,
@@ -526,6 +571,22 @@ impl SledJournal {
                 keys::command_key(key, &record.command_id),
                 &record::encode_command_id(record)[..],
             );
+        }
+        for send in &append.sends {
+            batch.insert(
+                keys::outbox_key(key, send.seq_nr, send.index),
+                record::encode_send(&send.send, None),
+            );
+        }
+        for write in &append.timers {
+            // A batch keeps the last write of a key: changes apply in order.
+            match &write.change {
+                TimerChange::Set(timer) => batch.insert(
+                    keys::timer_key(key, &timer.name),
+                    record::encode_timer(write.seq_nr, timer.fire_at_ms, &timer.command),
+                ),
+                TimerChange::Cancel(name) => batch.remove(keys::timer_key(key, name)),
+            }
         }
         if tail.last_seq == 0 {
             // The index entry is written once, when the entity is created:
@@ -845,14 +906,7 @@ impl Journal for SledJournal {
         before_ms: u64,
         limit: usize,
     ) -> Result<usize, AppendError> {
-        let current = self.lock_epochs().get(&fence.shard).copied().unwrap_or(0);
-        if fence.epoch != current || current == 0 {
-            return Err(AppendError::Fenced {
-                shard: fence.shard,
-                presented: fence.epoch,
-                current,
-            });
-        }
+        self.check_fence(fence)?;
         self.recover()?;
         // Under the shard's stripe: no append of the shard interleaves.
         let _stripe = self.stripes[fence.shard as usize % APPLY_STRIPES]
@@ -919,6 +973,197 @@ impl Journal for SledJournal {
         })?;
         Ok(expired)
     }
+
+    fn read_outbox(
+        &self,
+        shard: ShardId,
+        after: Option<&SendId>,
+        limit: usize,
+    ) -> Result<Vec<PendingSend>, JournalError> {
+        let prefix = keys::section_prefix(shard, keys::SECTION_OUTBOX);
+        let start = match after.filter(|a| a.source.shard == shard) {
+            Some(a) => after_key(keys::outbox_key(&a.source, a.seq_nr, a.index)),
+            None => prefix.clone(),
+        };
+        self.with_store(|store| {
+            let mut out = Vec::new();
+            for item in store.journal.range(start..).take(limit) {
+                let (k, v) = item.map_err(|e| sled_error("reading the outbox", e))?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    key: hex(&k),
+                    reason,
+                };
+                let Ok(keys::DecodedKey::Outbox(source, seq_nr, index)) = keys::decode(&k) else {
+                    return Err(corrupt("expected an outbox key".into()));
+                };
+                let (send, answer) = record::decode_send(&v).map_err(|e| corrupt(e.0))?;
+                out.push(PendingSend {
+                    id: SendId {
+                        source,
+                        seq_nr,
+                        index,
+                    },
+                    send,
+                    answer,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn ack_sends(&self, fence: FenceToken, ids: &[SendId]) -> Result<(), AppendError> {
+        let keys = ids
+            .iter()
+            .filter(|id| id.source.shard == fence.shard)
+            .map(|id| keys::outbox_key(&id.source, id.seq_nr, id.index))
+            .collect();
+        self.remove_fenced(fence, keys, "acknowledging sends")
+    }
+
+    fn answer_sends(
+        &self,
+        fence: FenceToken,
+        answers: &[(SendId, Answer)],
+    ) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        self.recover()?;
+        let generation = {
+            // Under the shard's stripe: the read and the rewrite of each
+            // send do not interleave with an ack or another answer.
+            let _stripe = self.stripes[fence.shard as usize % APPLY_STRIPES]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.with_store(|store| {
+                let mut batch = sled::Batch::default();
+                let mut changed = false;
+                for (id, answer) in answers
+                    .iter()
+                    .filter(|(id, _)| id.source.shard == fence.shard)
+                {
+                    let k = keys::outbox_key(&id.source, id.seq_nr, id.index);
+                    let Some(bytes) = store
+                        .journal
+                        .get(&k)
+                        .map_err(|e| sled_error("reading a send", e))?
+                    else {
+                        continue;
+                    };
+                    let (send, None) =
+                        record::decode_send(&bytes).map_err(|e| JournalError::Corrupt {
+                            key: hex(&k),
+                            reason: e.0,
+                        })?
+                    else {
+                        continue;
+                    };
+                    batch.insert(k, record::encode_send(&send, Some(*answer)));
+                    changed = true;
+                }
+                if !changed {
+                    return Ok(None);
+                }
+                self.note(
+                    store
+                        .journal
+                        .apply_batch(batch)
+                        .map_err(|e| sled_error("answering sends", e)),
+                )?;
+                Ok(Some(store.generation))
+            })?
+        };
+        // Durable before the sender hears the answer, as an append is.
+        if let Some(generation) = generation {
+            self.wait_durable(generation)?;
+        }
+        Ok(())
+    }
+
+    fn read_timers(
+        &self,
+        shard: ShardId,
+        after: Option<(&EntityKey, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PendingTimer>, JournalError> {
+        let prefix = keys::section_prefix(shard, keys::SECTION_TIMER);
+        let start = match after.filter(|(key, _)| key.shard == shard) {
+            Some((key, name)) => after_key(keys::timer_key(key, name)),
+            None => prefix.clone(),
+        };
+        self.with_store(|store| {
+            let mut out = Vec::new();
+            for item in store.journal.range(start..).take(limit) {
+                let (k, v) = item.map_err(|e| sled_error("reading timers", e))?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let corrupt = |reason: String| JournalError::Corrupt {
+                    key: hex(&k),
+                    reason,
+                };
+                let Ok(keys::DecodedKey::Timer(key, name)) = keys::decode(&k) else {
+                    return Err(corrupt("expected a timer key".into()));
+                };
+                let (seq_nr, fire_at_ms, command) =
+                    record::decode_timer(&v).map_err(|e| corrupt(e.0))?;
+                out.push(PendingTimer {
+                    key,
+                    seq_nr,
+                    timer: Timer {
+                        name,
+                        fire_at_ms,
+                        command,
+                    },
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn ack_timers(&self, fence: FenceToken, fired: &[FiredTimer]) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        self.recover()?;
+        // Under the shard's stripe: no append of the shard (which may set
+        // the timer again) interleaves between the read and the removal.
+        let _stripe = self.stripes[fence.shard as usize % APPLY_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.with_store(|store| {
+            let mut batch = sled::Batch::default();
+            let mut changed = false;
+            for f in fired.iter().filter(|f| f.key.shard == fence.shard) {
+                let k = keys::timer_key(&f.key, &f.name);
+                let current = store
+                    .journal
+                    .get(&k)
+                    .map_err(|e| sled_error("reading a timer", e))?;
+                if let Some(bytes) = current
+                    && record::decode_timer(&bytes).is_ok_and(|(seq_nr, ..)| seq_nr == f.seq_nr)
+                {
+                    batch.remove(k);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.note(
+                    store
+                        .journal
+                        .apply_batch(batch)
+                        .map_err(|e| sled_error("acknowledging timers", e)),
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+/// The smallest key after `key` (a range starting there skips `key`).
+fn after_key(mut key: Vec<u8>) -> Vec<u8> {
+    key.push(0);
+    key
 }
 
 /// Moves the leases of `shards` one epoch on, durably.
@@ -1022,6 +1267,8 @@ mod tests {
                             fence,
                             events: vec![stead_journal::conformance::event("c", b"{}")],
                             command_ids: Vec::new(),
+                            sends: Vec::new(),
+                            timers: Vec::new(),
                         }]);
                         assert_eq!(r, vec![Ok(())]);
                     }
@@ -1052,6 +1299,8 @@ mod tests {
                 fence,
                 events,
                 command_ids: Vec::new(),
+                sends: Vec::new(),
+                timers: Vec::new(),
             }]);
             assert_eq!(r, vec![Ok(())]);
             seq += n;
@@ -1124,6 +1373,8 @@ mod tests {
             fence,
             events: vec![ev(1)],
             command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
         }]);
         assert!(matches!(
             stale[0],

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, FenceToken, Journal,
-    JournalError, ShardId, SnapshotRecord, StoredEvent,
+    Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, FenceToken,
+    FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId, SnapshotRecord,
+    StoredEvent,
 };
 
 /// A boxed future borrowing the journal and the call's arguments.
@@ -79,6 +80,38 @@ pub trait AsyncJournal: Send + Sync + 'static {
         before_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<usize, AppendError>>;
+
+    fn read_outbox<'a>(
+        &'a self,
+        shard: ShardId,
+        after: Option<&'a SendId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingSend>, JournalError>>;
+
+    fn ack_sends<'a>(
+        &'a self,
+        fence: FenceToken,
+        ids: &'a [SendId],
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
+
+    fn answer_sends<'a>(
+        &'a self,
+        fence: FenceToken,
+        answers: &'a [(SendId, Answer)],
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
+
+    fn read_timers<'a>(
+        &'a self,
+        shard: ShardId,
+        after: Option<(&'a EntityKey, &'a str)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingTimer>, JournalError>>;
+
+    fn ack_timers<'a>(
+        &'a self,
+        fence: FenceToken,
+        fired: &'a [FiredTimer],
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
 }
 
 /// A blocking [`Journal`] as an [`AsyncJournal`]: every call runs when it
@@ -165,5 +198,47 @@ impl AsyncJournal for Inline {
         limit: usize,
     ) -> BoxFuture<'_, Result<usize, AppendError>> {
         ready(self.0.expire_command_ids(fence, before_ms, limit))
+    }
+
+    fn read_outbox<'a>(
+        &'a self,
+        shard: ShardId,
+        after: Option<&'a SendId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingSend>, JournalError>> {
+        ready(self.0.read_outbox(shard, after, limit))
+    }
+
+    fn ack_sends<'a>(
+        &'a self,
+        fence: FenceToken,
+        ids: &'a [SendId],
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        ready(self.0.ack_sends(fence, ids))
+    }
+
+    fn answer_sends<'a>(
+        &'a self,
+        fence: FenceToken,
+        answers: &'a [(SendId, Answer)],
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        ready(self.0.answer_sends(fence, answers))
+    }
+
+    fn read_timers<'a>(
+        &'a self,
+        shard: ShardId,
+        after: Option<(&'a EntityKey, &'a str)>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<PendingTimer>, JournalError>> {
+        ready(self.0.read_timers(shard, after, limit))
+    }
+
+    fn ack_timers<'a>(
+        &'a self,
+        fence: FenceToken,
+        fired: &'a [FiredTimer],
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        ready(self.0.ack_timers(fence, fired))
     }
 }

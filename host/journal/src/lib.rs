@@ -29,6 +29,9 @@
 //! - **Command ids**: the command ids an append indexes are written in the
 //!   same atomic step as its events (both or neither); one is found by
 //!   [`Journal::find_command_id`] until the shard's holder expires it.
+//! - **Outbox**: an append's sends and timer changes ([`outbox`]) are
+//!   written in the same atomic step as its events; they stay until the
+//!   shard's holder acknowledges them (fenced), across reopens and claims.
 //!
 //! A shared backend also keeps the deployed components
 //! ([`DeploymentStore`]), so every node serves the same versions.
@@ -42,12 +45,14 @@ pub mod asynchronous;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
+pub mod outbox;
 pub mod record;
 
 use std::sync::Arc;
 
 pub use asynchronous::{AsyncJournal, BoxFuture, Inline};
 pub use memory::{MemoryJournal, MemoryStore};
+pub use outbox::{Answer, FiredTimer, OutboxSend, PendingSend, PendingTimer, SendId, TimerWrite};
 pub use record::{CommandIdRecord, EventRecord, SnapshotRecord};
 pub use stead_types::{EntityKey, FenceToken, ShardId};
 
@@ -64,6 +69,12 @@ pub struct EntityAppend {
     /// Caller-given command ids of these events' commands, indexed in the
     /// same atomic write; each `seq_nr` is one of this append's events.
     pub command_ids: Vec<CommandIdRecord>,
+    /// Sends of these events' commands, written in the same atomic step
+    /// (the outbox); each `seq_nr` is one of this append's events.
+    pub sends: Vec<OutboxSend>,
+    /// Timer changes of these events' commands, applied in order in the
+    /// same atomic step.
+    pub timers: Vec<TimerWrite>,
 }
 
 impl EntityAppend {
@@ -94,7 +105,51 @@ impl EntityAppend {
                 self.expected_seq_nr + 1
             ));
         }
+        let outside = |seq_nr: u64| seq_nr <= self.expected_seq_nr || seq_nr > last;
+        if let Some(send) = self.sends.iter().find(|s| outside(s.seq_nr)) {
+            return invalid(format!(
+                "send {} at seq-nr {} outside the appended {}..={last}",
+                send.index,
+                send.seq_nr,
+                self.expected_seq_nr + 1
+            ));
+        }
+        let mut ids: Vec<(u64, u32)> = self.sends.iter().map(|s| (s.seq_nr, s.index)).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return invalid(format!("two sends at seq-nr {} index {}", w[0].0, w[0].1));
+        }
+        if let Some(t) = self
+            .timers
+            .iter()
+            .find(|t| outside(t.seq_nr) || t.change.name().is_empty())
+        {
+            return invalid(format!(
+                "timer change `{}` at seq-nr {} (outside the appended {}..={last}, or unnamed)",
+                t.change.name(),
+                t.seq_nr,
+                self.expected_seq_nr + 1
+            ));
+        }
         Ok(())
+    }
+
+    /// Events only: no command id indexed, no send, no timer.
+    pub fn events(
+        key: EntityKey,
+        expected_seq_nr: u64,
+        fence: FenceToken,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        Self {
+            key,
+            expected_seq_nr,
+            fence,
+            events,
+            command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
+        }
     }
 }
 
@@ -240,6 +295,47 @@ pub trait Journal: Send + Sync + 'static {
         before_ms: u64,
         limit: usize,
     ) -> Result<usize, AppendError>;
+
+    /// At most `limit` pending sends of `shard` after `after` (from the
+    /// first when `None`), in [`SendId`] order: its source entity in the
+    /// backend's own order, then seq-nr and index. Paging with the last id
+    /// read visits every send once.
+    fn read_outbox(
+        &self,
+        shard: ShardId,
+        after: Option<&SendId>,
+        limit: usize,
+    ) -> Result<Vec<PendingSend>, JournalError>;
+
+    /// Removes the sends `ids` of the fenced shard from its outbox (ids
+    /// no longer there are ignored). Only the holder of the shard's lease
+    /// may (`Fenced` otherwise).
+    fn ack_sends(&self, fence: FenceToken, ids: &[SendId]) -> Result<(), AppendError>;
+
+    /// Records the targets' answers to pending sends of the fenced shard,
+    /// durably when this returns; a send already answered keeps its first
+    /// answer, one no longer pending is ignored. Only the holder of the
+    /// shard's lease may (`Fenced` otherwise).
+    fn answer_sends(
+        &self,
+        fence: FenceToken,
+        answers: &[(SendId, Answer)],
+    ) -> Result<(), AppendError>;
+
+    /// At most `limit` timers of `shard` after the timer `after` names
+    /// (entity, timer name), in that order (the entity in the backend's own
+    /// order). Paging with the last one read visits every timer once.
+    fn read_timers(
+        &self,
+        shard: ShardId,
+        after: Option<(&EntityKey, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PendingTimer>, JournalError>;
+
+    /// Removes the fired timers of the fenced shard that are still set
+    /// under the seq-nr they fired with (a timer set again since stays).
+    /// Only the holder of the shard's lease may (`Fenced` otherwise).
+    fn ack_timers(&self, fence: FenceToken, fired: &[FiredTimer]) -> Result<(), AppendError>;
 }
 
 /// A component as a shared deployment store keeps it.

@@ -15,9 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use stead_types::effects::{SendCommand, Timer, TimerChange};
+
 use crate::{
-    AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord, FenceToken,
-    Journal, JournalError, ShardId, SnapshotRecord, StoredEvent,
+    Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord,
+    FenceToken, FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId,
+    SnapshotRecord, StoredEvent,
 };
 
 /// The shared state behind [`MemoryJournal`] handles.
@@ -34,6 +37,9 @@ struct Store {
     command_ids: BTreeMap<(EntityKey, String), CommandIdRecord>,
     /// Each shard's lease epoch (its last claim's).
     leases: HashMap<ShardId, u64>,
+    outbox: BTreeMap<SendId, (SendCommand, Option<Answer>)>,
+    /// (entity, timer name) -> (seq-nr that set it, timer).
+    timers: BTreeMap<(EntityKey, String), (u64, Timer)>,
 }
 
 impl MemoryStore {
@@ -173,6 +179,26 @@ impl Journal for MemoryJournal {
                         .command_ids
                         .insert((key.clone(), record.command_id.clone()), record);
                 }
+                for send in append.sends {
+                    let id = SendId {
+                        source: key.clone(),
+                        seq_nr: send.seq_nr,
+                        index: send.index,
+                    };
+                    store.outbox.insert(id, (send.send, None));
+                }
+                for write in append.timers {
+                    match write.change {
+                        TimerChange::Set(timer) => {
+                            store
+                                .timers
+                                .insert((key.clone(), timer.name.clone()), (write.seq_nr, timer));
+                        }
+                        TimerChange::Cancel(name) => {
+                            store.timers.remove(&(key.clone(), name));
+                        }
+                    }
+                }
                 Ok(())
             })
             .collect();
@@ -279,6 +305,91 @@ impl Journal for MemoryJournal {
             store.command_ids.remove(k);
         }
         Ok(expired.len())
+    }
+
+    fn read_outbox(
+        &self,
+        shard: ShardId,
+        after: Option<&SendId>,
+        limit: usize,
+    ) -> Result<Vec<PendingSend>, JournalError> {
+        let store = self.store.lock();
+        Ok(store
+            .outbox
+            .iter()
+            .filter(|(id, _)| id.source.shard == shard && after.is_none_or(|a| *id > a))
+            .take(limit)
+            .map(|(id, (send, answer))| PendingSend {
+                id: id.clone(),
+                send: send.clone(),
+                answer: *answer,
+            })
+            .collect())
+    }
+
+    fn answer_sends(
+        &self,
+        fence: FenceToken,
+        answers: &[(SendId, Answer)],
+    ) -> Result<(), AppendError> {
+        let mut store = self.store.lock();
+        store.check_fence(&self.held(), fence)?;
+        for (id, answer) in answers
+            .iter()
+            .filter(|(id, _)| id.source.shard == fence.shard)
+        {
+            if let Some((_, slot @ None)) = store.outbox.get_mut(id) {
+                *slot = Some(*answer);
+            }
+        }
+        Ok(())
+    }
+
+    fn ack_sends(&self, fence: FenceToken, ids: &[SendId]) -> Result<(), AppendError> {
+        let mut store = self.store.lock();
+        store.check_fence(&self.held(), fence)?;
+        for id in ids.iter().filter(|id| id.source.shard == fence.shard) {
+            store.outbox.remove(id);
+        }
+        Ok(())
+    }
+
+    fn read_timers(
+        &self,
+        shard: ShardId,
+        after: Option<(&EntityKey, &str)>,
+        limit: usize,
+    ) -> Result<Vec<PendingTimer>, JournalError> {
+        let store = self.store.lock();
+        Ok(store
+            .timers
+            .iter()
+            .filter(|((key, name), _)| {
+                key.shard == shard && after.is_none_or(|(k, n)| (key, name.as_str()) > (k, n))
+            })
+            .take(limit)
+            .map(|((key, _), (seq_nr, timer))| PendingTimer {
+                key: key.clone(),
+                seq_nr: *seq_nr,
+                timer: timer.clone(),
+            })
+            .collect())
+    }
+
+    fn ack_timers(&self, fence: FenceToken, fired: &[FiredTimer]) -> Result<(), AppendError> {
+        let mut store = self.store.lock();
+        store.check_fence(&self.held(), fence)?;
+        for f in fired.iter().filter(|f| f.key.shard == fence.shard) {
+            let slot = (f.key.clone(), f.name.clone());
+            if store
+                .timers
+                .get(&slot)
+                .is_some_and(|(seq, _)| *seq == f.seq_nr)
+            {
+                store.timers.remove(&slot);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,8 @@
 //! snapshot = 0x01 seq_nr:u64be version:str16 state:bytes32 dedup_count:u32be (command_id_hash:u64be seq_nr:u64be)*
 //! entity   = 0x01 reserved:u64be (0; the last seq-nr is the entity's last event key)
 //! page     = 0x02 first_seq:u64be count:u32be (len:u32be event)*count
+//! send     = 0x01 type:str16 id:str16 command:bytes32 flags:u8 [on_accepted:bytes32] [on_refused:bytes32]
+//! timer    = 0x01 seq_nr:u64be fire_at_ms:u64be command:bytes32
 //! str16    = len:u16be utf8 ; bytes32 = len:u32be bytes
 //! ```
 //!
@@ -16,6 +18,10 @@
 //!
 //! Invariant: a decoder refuses unknown versions, unknown flags, truncation
 //! and trailing bytes; it never panics on any input.
+
+use stead_types::effects::SendCommand;
+
+use crate::outbox::Answer;
 
 /// The record format version written by this build.
 pub const FORMAT_V1: u8 = 1;
@@ -322,6 +328,82 @@ pub fn decode_entity(bytes: &[u8]) -> Result<u64, RecordError> {
     Ok(seq)
 }
 
+/// Encodes a pending send's value (its id is in its key):
+/// `0x01 type:str16 id:str16 command:bytes32 flags:u8 [on_accepted:bytes32]
+/// [on_refused:bytes32]`, flags bit 0: on-accepted present, bit 1:
+/// on-refused present, bit 2: answered, bit 3: the answer was a refusal.
+pub fn encode_send(send: &SendCommand, answer: Option<Answer>) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(16 + send.entity_type.len() + send.entity_id.len() + send.command.len());
+    out.push(FORMAT_V1);
+    put_str16(&mut out, &send.entity_type);
+    put_str16(&mut out, &send.entity_id);
+    put_bytes32(&mut out, &send.command);
+    let flags = u8::from(send.on_accepted.is_some())
+        | (u8::from(send.on_refused.is_some()) << 1)
+        | match answer {
+            None => 0,
+            Some(Answer::Accepted) => 0b0100,
+            Some(Answer::Refused) => 0b1100,
+        };
+    out.push(flags);
+    for extra in [&send.on_accepted, &send.on_refused].into_iter().flatten() {
+        put_bytes32(&mut out, extra);
+    }
+    out
+}
+
+/// Decodes [`encode_send`]'s value.
+pub fn decode_send(bytes: &[u8]) -> Result<(SendCommand, Option<Answer>), RecordError> {
+    let mut r = Reader::new(bytes);
+    r.version()?;
+    let entity_type = r.str16()?;
+    let entity_id = r.str16()?;
+    let command = r.bytes32()?;
+    let flags = r.u8()?;
+    if flags & !0b1111 != 0 || flags & 0b1100 == 0b1000 {
+        return Err(RecordError(format!("unknown send flags {flags:#04x}")));
+    }
+    let answer = match flags & 0b1100 {
+        0b0100 => Some(Answer::Accepted),
+        0b1100 => Some(Answer::Refused),
+        _ => None,
+    };
+    let on_accepted = (flags & 0b01 != 0).then(|| r.bytes32()).transpose()?;
+    let on_refused = (flags & 0b10 != 0).then(|| r.bytes32()).transpose()?;
+    r.end()?;
+    let send = SendCommand {
+        entity_type,
+        entity_id,
+        command,
+        on_accepted,
+        on_refused,
+    };
+    Ok((send, answer))
+}
+
+/// Encodes a timer's value (its entity and name are in its key):
+/// `0x01 seq_nr:u64be fire_at_ms:u64be command:bytes32`.
+pub fn encode_timer(seq_nr: u64, fire_at_ms: u64, command: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21 + command.len());
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&seq_nr.to_be_bytes());
+    out.extend_from_slice(&fire_at_ms.to_be_bytes());
+    put_bytes32(&mut out, command);
+    out
+}
+
+/// Decodes [`encode_timer`]'s value: (seq-nr, fire-at, command).
+pub fn decode_timer(bytes: &[u8]) -> Result<(u64, u64, Vec<u8>), RecordError> {
+    let mut r = Reader::new(bytes);
+    r.version()?;
+    let seq_nr = r.u64()?;
+    let fire_at_ms = r.u64()?;
+    let command = r.bytes32()?;
+    r.end()?;
+    Ok((seq_nr, fire_at_ms, command))
+}
+
 fn put_str16(out: &mut Vec<u8>, s: &str) {
     // Command ids and versions are bounded far below 64 KiB by validation.
     let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
@@ -411,6 +493,40 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_and_timers_round_trip_and_refuse_garbage() {
+        for (accepted, refused) in [
+            (None, None),
+            (Some(b"{}".to_vec()), None),
+            (None, Some(b"[1]".to_vec())),
+            (Some(b"1".to_vec()), Some(b"2".to_vec())),
+        ] {
+            let send = SendCommand {
+                entity_type: "account".into(),
+                entity_id: "b".into(),
+                command: br#"{"deposit":{"amount":5}}"#.to_vec(),
+                on_accepted: accepted,
+                on_refused: refused,
+            };
+            for answer in [None, Some(Answer::Accepted), Some(Answer::Refused)] {
+                let bytes = encode_send(&send, answer);
+                assert_eq!(decode_send(&bytes), Ok((send.clone(), answer)));
+                for cut in 0..bytes.len() {
+                    assert!(decode_send(&bytes[..cut]).is_err());
+                }
+            }
+        }
+        let timer = encode_timer(7, 1_700_000_000_000, b"{\"expire\":{}}");
+        assert_eq!(
+            decode_timer(&timer),
+            Ok((7, 1_700_000_000_000, b"{\"expire\":{}}".to_vec()))
+        );
+        assert!(decode_timer(&timer[..timer.len() - 1]).is_err());
+        let mut trailing = timer.clone();
+        trailing.push(0);
+        assert!(decode_timer(&trailing).is_err());
+    }
 
     fn event(reply: Option<&[u8]>) -> EventRecord {
         EventRecord {

@@ -20,10 +20,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use stead_engine::{EngineParts, OsThreads, Shards, WorkerStats};
 use stead_journal::{
@@ -33,25 +31,33 @@ use stead_journal::{
 use stead_journal_postgres::PostgresJournal;
 use stead_journal_sled::SledJournal;
 use stead_runtime::{Registry, Runtime, RuntimeError};
+use stead_types::Joiner;
 use stead_types::shard::shard_of;
 
 /// Every failure a caller of [`Node`] must tell apart: the engine's one
 /// error type, mapped to statuses once at the API edge.
 pub use stead_engine::Error as NodeError;
+mod courier;
 mod deployments;
+mod dispatch;
+mod submit;
 
+use courier::Courier;
 use deployments::{Poller, SharedDeployments};
+use dispatch::{DispatchSlot, LocalDispatch};
+use submit::Submitter;
 
-pub use stead_engine::{CommandReply, LeaseStatus};
+pub use courier::MessagingStats;
+pub use dispatch::{Delivery, DeliveryFuture, Dispatch};
+pub use submit::PendingReply;
+
+pub use stead_engine::{CommandReply, LeaseStatus, OutboxEvent};
 pub use stead_journal::JournalError;
 pub use stead_types::config::{JournalConfig, NodeConfig};
+pub use stead_types::effects;
 pub use stead_types::{Clock, SettableClock, Spawner, SystemClock};
 
 const NODE_FORMAT: u32 = 1;
-
-/// The longest request timeout a command is given, whatever the config says:
-/// its deadlines (`now + 2 * timeout`) must not overflow.
-const MAX_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// A deployed entity type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,37 +88,6 @@ pub struct NodeStats {
     pub shards: usize,
 }
 
-/// A queued command's outcome, available once its events are durable.
-pub struct PendingReply {
-    rx: tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>,
-    /// How long an async caller waits: the request timeout twice over. A
-    /// command that started before its deadline finishes within a batch, so
-    /// only a stalled journal gets here.
-    give_up_after: std::time::Duration,
-}
-
-impl PendingReply {
-    /// Waits for the outcome. If none comes long after the request deadline
-    /// (a stalled disk), says so: the command may still be applied, and a
-    /// retry with the same command id tells which.
-    pub async fn wait(self) -> Result<CommandReply, NodeError> {
-        match tokio::time::timeout(self.give_up_after, self.rx).await {
-            Ok(outcome) => outcome
-                .map_err(|_| NodeError::ShuttingDown)?,
-            Err(_) => Err(NodeError::DeadlineExceeded(
-                "no outcome in time; the command may still be applied: retry with the same command id to learn its outcome".into(),
-            )),
-        }
-    }
-
-    /// Waits for the outcome, blocking the thread (not from async code).
-    pub fn wait_blocking(self) -> Result<CommandReply, NodeError> {
-        self.rx
-            .blocking_recv()
-            .map_err(|_| NodeError::ShuttingDown)?
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct NodeMeta {
     format: u32,
@@ -123,15 +98,26 @@ struct NodeMeta {
 pub struct Node {
     config: NodeConfig,
     journal: Arc<dyn AsyncJournal>,
-    clock: Arc<dyn Clock>,
     registry: Arc<Registry>,
     /// With a shared journal: its deployment store and the poller that
     /// loads deploys made on other nodes.
     shared_deployments: Option<(Arc<SharedDeployments>, Poller)>,
     shards: Option<Shards>,
-    /// Prefix of generated command ids, unique per start.
-    id_prefix: String,
-    next_id: AtomicU64,
+    /// Queues commands (the node's and the courier's local deliveries).
+    submitter: Option<Submitter>,
+    /// The dispatch the courier delivers through: this node, or the
+    /// cluster's router once the node joins one.
+    dispatch: Arc<DispatchSlot>,
+    /// The courier's loop (stopped by dropping the sender) and counters.
+    courier: Option<(flume::Sender<()>, Box<dyn Joiner>)>,
+    messaging: Arc<courier::Counters>,
+    /// With deliveries held (the test harness): the workers' outbox events,
+    /// kept for the harness to read instead of delivered.
+    #[cfg_attr(
+        not(feature = "testing"),
+        allow(dead_code, reason = "read by the testing feature's harness only")
+    )]
+    held: Option<flume::Receiver<OutboxEvent>>,
 }
 
 impl Node {
@@ -149,6 +135,7 @@ impl Node {
             journal: None,
             clock: None,
             spawner: None,
+            hold_deliveries: false,
         }
     }
 
@@ -157,6 +144,7 @@ impl Node {
         journal: Option<Arc<dyn AsyncJournal>>,
         clock: Arc<dyn Clock>,
         spawner: Arc<dyn Spawner>,
+        hold_deliveries: bool,
     ) -> Result<Self, NodeError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
@@ -201,11 +189,13 @@ impl Node {
             }
             None => None,
         };
+        let (outbox, outbox_events) = flume::unbounded();
         let shards = Shards::start(EngineParts {
             journal: journal.clone(),
             registry: registry.clone(),
             clock: clock.clone(),
-            spawner,
+            spawner: spawner.clone(),
+            outbox: Some(outbox),
             options: config.shards.clone(),
             limits: config.limits.clone(),
             lease_renew_interval: match &config.journal {
@@ -214,23 +204,102 @@ impl Node {
             },
         })
         .map_err(|e| NodeError::Config(format!("starting shard workers: {e}")))?;
-        if config.acquire_all_at_open {
-            let all: Vec<ShardId> = (0..config.shard_count).collect();
-            shards.acquire(&all)?;
-        }
-        // Unique per start (a restart is at least a millisecond later).
-        let boot = clock.wall_ms();
-        tracing::info!(data_dir = %dir.display(), shards = config.shard_count, "node open");
-        Ok(Self {
+        let submitter = Submitter::new(
+            registry.clone(),
+            config.limits.clone(),
+            config.shard_count,
+            clock.clone(),
+            shards.command_queue(),
+        );
+        let dispatch = Arc::new(DispatchSlot::default());
+        dispatch.set(Some(Arc::new(LocalDispatch(submitter.clone()))));
+        let messaging = Arc::new(courier::Counters::default());
+        let (stop, stopped) = flume::bounded(1);
+        let made = Courier::new(
+            journal.clone(),
+            clock.clone(),
+            dispatch.clone(),
+            messaging.clone(),
+        );
+        let (courier, held) = if hold_deliveries {
+            (None, Some(outbox_events))
+        } else {
+            let joiner = spawner
+                .spawn(
+                    "stead-courier".into(),
+                    Box::new(move || Box::pin(made.run(outbox_events, stopped))),
+                )
+                .map_err(|e| NodeError::Config(format!("starting the courier: {e}")))?;
+            (Some((stop, joiner)), None)
+        };
+        let mut node = Self {
             config,
             journal,
-            clock,
             registry,
             shared_deployments: shared,
             shards: Some(shards),
-            id_prefix: format!("{boot:x}"),
-            next_id: AtomicU64::new(0),
-        })
+            submitter: Some(submitter),
+            dispatch,
+            courier,
+            messaging,
+            held,
+        };
+        if node.config.acquire_all_at_open {
+            let all: Vec<ShardId> = (0..node.config.shard_count).collect();
+            if let Err(e) = node.shards()?.acquire(&all) {
+                node.stop();
+                return Err(e);
+            }
+        }
+        tracing::info!(data_dir = %node.config.data_dir.display(), shards = node.config.shard_count, "node open");
+        Ok(node)
+    }
+
+    /// Delivers this node's sends and timers through `dispatch` (a cluster
+    /// member's router) instead of its own workers alone.
+    pub fn set_dispatch(&self, dispatch: Arc<dyn Dispatch>) {
+        self.dispatch.set(Some(dispatch));
+    }
+
+    /// With deliveries held ([`NodeBuilder::hold_deliveries`]): the outbox
+    /// events of the appends since the last call, in order (what the
+    /// journal's outbox received, as the guest's commands returned it).
+    #[cfg(feature = "testing")]
+    pub fn held_outbox_events(&self) -> Vec<OutboxEvent> {
+        self.held
+            .as_ref()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Delivers this node's sends and timers on its own workers again (a
+    /// member that left its cluster).
+    pub fn set_local_dispatch(&self) {
+        if let Some(submitter) = &self.submitter {
+            self.dispatch
+                .set(Some(Arc::new(LocalDispatch(submitter.clone()))));
+        }
+    }
+
+    /// The courier's counters: sends and timers delivered, pending, retried.
+    pub fn messaging_stats(&self) -> MessagingStats {
+        self.messaging.snapshot()
+    }
+
+    /// Stops the courier, then the workers (which stop once nothing can
+    /// queue to them any more).
+    fn stop(&mut self) {
+        if let Some((stop, joiner)) = self.courier.take() {
+            drop(stop);
+            if !joiner.join() {
+                tracing::error!("the courier panicked");
+            }
+        }
+        self.dispatch.set(None);
+        self.submitter = None;
+        if let Some(shards) = self.shards.take() {
+            shards.shutdown();
+        }
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -397,12 +466,11 @@ impl Node {
     }
 
     fn entity_key(&self, entity_type: &str, entity_id: &str) -> Result<EntityKey, NodeError> {
-        if self.registry.get(entity_type).is_none() {
-            return Err(NodeError::UnknownType(entity_type.to_owned()));
-        }
-        check_entity_id(entity_id, self.config.limits.max_entity_id_bytes)?;
-        let shard = shard_of(entity_type, entity_id, self.config.shard_count);
-        Ok(EntityKey::new(shard, entity_type, entity_id))
+        self.submitter()?.entity_key(entity_type, entity_id)
+    }
+
+    fn submitter(&self) -> Result<&Submitter, NodeError> {
+        self.submitter.as_ref().ok_or(NodeError::ShuttingDown)
     }
 
     /// Sends a command; resolves once its events are durable (or it failed).
@@ -429,13 +497,8 @@ impl Node {
         command: Vec<u8>,
         command_id: Option<String>,
     ) -> Result<PendingReply, NodeError> {
-        let timeout = self.config.limits.request_timeout.min(MAX_REQUEST_TIMEOUT);
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let deadline_ms = self.clock.mono_ms().saturating_add(timeout_ms);
-        Ok(PendingReply {
-            rx: self.enqueue(entity_type, entity_id, command, command_id, deadline_ms)?,
-            give_up_after: 2 * timeout,
-        })
+        self.submitter()?
+            .submit(entity_type, entity_id, command, command_id)
     }
 
     /// [`Node::send`] for synchronous callers (not from inside an async task).
@@ -448,59 +511,6 @@ impl Node {
     ) -> Result<CommandReply, NodeError> {
         self.submit(entity_type, entity_id, command, command_id)?
             .wait_blocking()
-    }
-
-    fn enqueue(
-        &self,
-        entity_type: &str,
-        entity_id: &str,
-        command: Vec<u8>,
-        command_id: Option<String>,
-        deadline_ms: u64,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<CommandReply, NodeError>>, NodeError> {
-        let key = self.entity_key(entity_type, entity_id)?;
-        let limits = &self.config.limits;
-        if command.len() > limits.max_command_bytes {
-            return Err(NodeError::InvalidCommand(format!(
-                "command of {} bytes exceeds the limit of {}",
-                command.len(),
-                limits.max_command_bytes
-            )));
-        }
-        let (command_id, digest) = match command_id {
-            Some(id) => {
-                if id.is_empty()
-                    || id.len() > limits.max_command_id_bytes
-                    || id.chars().any(char::is_control)
-                {
-                    return Err(NodeError::InvalidCommand(format!(
-                        "command id must be 1 to {} bytes without control characters",
-                        limits.max_command_id_bytes
-                    )));
-                }
-                // The caller may retry it: its command's digest goes along,
-                // so a retry with another command is refused.
-                let digest: [u8; 32] = Sha256::digest(&command).into();
-                (id, Some(digest))
-            }
-            None => (
-                format!(
-                    "{}-{}",
-                    self.id_prefix,
-                    self.next_id.fetch_add(1, Ordering::Relaxed)
-                ),
-                None,
-            ),
-        };
-        let span = tracing::info_span!(
-            "command",
-            entity_type = %key.entity_type,
-            entity_id = %key.entity_id,
-            command_id = %command_id,
-            seq_nr = tracing::field::Empty,
-        );
-        self.shards()?
-            .command(key, command, command_id, digest, deadline_ms, span)
     }
 
     /// The entity's view (its read model, JSON).
@@ -618,13 +628,13 @@ impl Node {
     /// lease (so another node may take the shards at once, not after their
     /// ttl), then closes the journal.
     pub fn shutdown(mut self) {
-        if let Some(shards) = self.shards.take() {
+        if let Some(shards) = &self.shards {
             let all: Vec<ShardId> = (0..self.config.shard_count).collect();
             if let Err(e) = shards.release(&all) {
                 tracing::warn!(error = %e, "releasing the shards at shutdown failed; they are free once their leases expire");
             }
-            shards.shutdown();
         }
+        self.stop();
         tracing::info!("node stopped");
     }
 }
@@ -635,9 +645,19 @@ pub struct NodeBuilder {
     journal: Option<Arc<dyn AsyncJournal>>,
     clock: Option<Arc<dyn Clock>>,
     spawner: Option<Arc<dyn Spawner>>,
+    hold_deliveries: bool,
 }
 
 impl NodeBuilder {
+    /// Keeps sends and timers in the journal without delivering them, and
+    /// the workers' outbox events for [`Node::held_outbox_events`] (the
+    /// test harness asserts on what a command sent, and delivers it itself).
+    #[cfg(feature = "testing")]
+    pub fn hold_deliveries(mut self) -> Self {
+        self.hold_deliveries = true;
+        self
+    }
+
     /// Uses `journal` instead of the one the config chooses.
     pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
         self.journal = Some(Arc::new(Inline(journal)));
@@ -666,15 +686,19 @@ impl NodeBuilder {
     pub fn open(self) -> Result<Node, NodeError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let spawner = self.spawner.unwrap_or_else(|| Arc::new(OsThreads));
-        Node::open_with(self.config, self.journal, clock, spawner)
+        Node::open_with(
+            self.config,
+            self.journal,
+            clock,
+            spawner,
+            self.hold_deliveries,
+        )
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(shards) = self.shards.take() {
-            shards.shutdown();
-        }
+        self.stop();
     }
 }
 
@@ -690,25 +714,6 @@ fn type_info(d: &stead_runtime::Deployment) -> TypeInfo {
             .contract
             .map_or_else(|| "native".to_owned(), |v| v.as_str().to_owned()),
     }
-}
-
-/// Entity ids: 1 to `max` bytes of UTF-8 without control characters.
-fn check_entity_id(id: &str, max: usize) -> Result<(), NodeError> {
-    if id.is_empty() {
-        return Err(NodeError::InvalidId("entity id must not be empty".into()));
-    }
-    if id.len() > max {
-        return Err(NodeError::InvalidId(format!(
-            "entity id of {} bytes exceeds the limit of {max}",
-            id.len()
-        )));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(NodeError::InvalidId(
-            "entity id must not contain control characters".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Creates `node.json` on first open; refuses a different shard count later.

@@ -19,6 +19,10 @@
 //! It also watches the safety of what it is asked: at most one node's
 //! appends succeed under one (shard, epoch), and a shard's epochs only grow.
 
+mod client;
+
+pub use client::DbJournal;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,8 +32,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use stead_journal::{
     AppendError, AsyncJournal, BoxFuture, CommandIdRecord, CommitObserver, EntityAppend, EntityKey,
-    FenceToken, Journal, JournalError, MemoryJournal, MemoryStore, ShardId, SnapshotRecord,
-    StoredEvent,
+    FenceToken, FiredTimer, Journal, JournalError, MemoryJournal, MemoryStore, PendingSend,
+    PendingTimer, SendId, ShardId, SnapshotRecord, StoredEvent,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,6 +55,11 @@ enum Call {
     LoadSnapshot(EntityKey),
     FindCommandIds(Vec<(EntityKey, String)>),
     ExpireCommandIds(FenceToken, u64, usize),
+    ReadOutbox(ShardId, Option<SendId>, usize),
+    AckSends(FenceToken, Vec<SendId>),
+    AnswerSends(FenceToken, Vec<(SendId, stead_journal::Answer)>),
+    ReadTimers(ShardId, Option<(EntityKey, String)>, usize),
+    AckTimers(FenceToken, Vec<FiredTimer>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +78,9 @@ enum Answer {
     Snapshot(Result<Option<SnapshotRecord>, JournalError>),
     Found(Result<Vec<Option<CommandIdRecord>>, JournalError>),
     Expired(Result<usize, AppendError>),
+    Outbox(Result<Vec<PendingSend>, JournalError>),
+    Timers(Result<Vec<PendingTimer>, JournalError>),
+    Acked(Result<(), AppendError>),
 }
 
 /// How the database misbehaves while faults are on (probabilities per
@@ -485,6 +497,19 @@ impl Database {
             Call::ExpireCommandIds(fence, before, limit) => {
                 Answer::Expired(handle.expire_command_ids(fence, before, limit))
             }
+            Call::ReadOutbox(shard, after, limit) => {
+                Answer::Outbox(handle.read_outbox(shard, after.as_ref(), limit))
+            }
+            Call::AckSends(fence, ids) => Answer::Acked(handle.ack_sends(fence, &ids)),
+            Call::AnswerSends(fence, answers) => {
+                Answer::Acked(handle.answer_sends(fence, &answers))
+            }
+            Call::ReadTimers(shard, after, limit) => Answer::Timers(handle.read_timers(
+                shard,
+                after.as_ref().map(|(key, name)| (key, name.as_str())),
+                limit,
+            )),
+            Call::AckTimers(fence, fired) => Answer::Acked(handle.ack_timers(fence, &fired)),
         }
     }
 }
@@ -525,209 +550,4 @@ async fn write_frame(stream: &mut turmoil::net::TcpStream, bytes: &[u8]) -> std:
     stream.write_u32(len).await?;
     stream.write_all(bytes).await?;
     stream.flush().await
-}
-
-/// A node's client of the [`Database`].
-pub struct DbJournal {
-    node: String,
-    addr: String,
-    /// The ttl the node is told (the database's, except in the broken
-    /// variant where leases never expire).
-    ttl: Duration,
-    timeout: Duration,
-    idle: Mutex<Vec<turmoil::net::TcpStream>>,
-}
-
-impl DbJournal {
-    pub fn new(node: &str, addr: String, ttl: Duration, timeout: Duration) -> Self {
-        Self {
-            node: node.to_owned(),
-            addr,
-            ttl,
-            timeout,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn idle(&self) -> MutexGuard<'_, Vec<turmoil::net::TcpStream>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends `call`, waits for its answer; any failure is `Unavailable`
-    /// (the outcome of a write is then unknown), and its connection is
-    /// not reused.
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Answer, JournalError>> {
-        let request = postcard::to_allocvec(&Request {
-            node: self.node.clone(),
-            call,
-        });
-        Box::pin(async move {
-            let unavailable = |what: String| {
-                JournalError::Unavailable(format!(
-                    "the simulated database at {}: {what}",
-                    self.addr
-                ))
-            };
-            let request = request.map_err(|e| unavailable(format!("encoding: {e}")))?;
-            let pooled = self.idle().pop();
-            let exchange = async {
-                let mut stream = match pooled {
-                    Some(stream) => stream,
-                    None => turmoil::net::TcpStream::connect(self.addr.as_str()).await?,
-                };
-                write_frame(&mut stream, &request).await?;
-                let answer = read_frame(&mut stream).await?;
-                Ok::<_, std::io::Error>((stream, answer))
-            };
-            let (stream, answer) = tokio::time::timeout(self.timeout, exchange)
-                .await
-                .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
-                .map_err(|e| unavailable(e.to_string()))?;
-            self.idle().push(stream);
-            postcard::from_bytes(&answer).map_err(|e| unavailable(format!("decoding: {e}")))
-        })
-    }
-}
-
-fn wrong() -> JournalError {
-    JournalError::Io("the simulated database answered another call".into())
-}
-
-impl AsyncJournal for DbJournal {
-    fn set_commit_observer(&self, _observer: Arc<dyn CommitObserver>) {}
-
-    fn lease_ttl(&self) -> Option<Duration> {
-        Some(self.ttl)
-    }
-
-    fn claim_shards<'a>(
-        &'a self,
-        shards: &'a [ShardId],
-    ) -> BoxFuture<'a, Result<Vec<FenceToken>, JournalError>> {
-        let call = self.call(Call::Claim(shards.to_vec()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Tokens(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn renew_shards<'a>(
-        &'a self,
-        tokens: &'a [FenceToken],
-    ) -> BoxFuture<'a, Result<Vec<FenceToken>, JournalError>> {
-        let call = self.call(Call::Renew(tokens.to_vec()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Tokens(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn release_shards<'a>(
-        &'a self,
-        tokens: &'a [FenceToken],
-    ) -> BoxFuture<'a, Result<(), JournalError>> {
-        let call = self.call(Call::Release(tokens.to_vec()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Done(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn append(&self, appends: Vec<EntityAppend>) -> BoxFuture<'_, Vec<Result<(), AppendError>>> {
-        let n = appends.len();
-        let call = self.call(Call::Append(appends));
-        Box::pin(async move {
-            match call.await {
-                Ok(Answer::Appended(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(AppendError::Storage(wrong())); n],
-                Err(e) => vec![Err(AppendError::Storage(e)); n],
-            }
-        })
-    }
-
-    fn last_seq_nr<'a>(&'a self, key: &'a EntityKey) -> BoxFuture<'a, Result<u64, JournalError>> {
-        let call = self.call(Call::LastSeqNr(key.clone()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::SeqNr(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn read_events<'a>(
-        &'a self,
-        key: &'a EntityKey,
-        from: u64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, JournalError>> {
-        let call = self.call(Call::ReadEvents(key.clone(), from, limit));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Events(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn save_snapshot<'a>(
-        &'a self,
-        key: &'a EntityKey,
-        snapshot: &'a SnapshotRecord,
-    ) -> BoxFuture<'a, Result<(), JournalError>> {
-        let call = self.call(Call::SaveSnapshot(key.clone(), snapshot.clone()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Done(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn load_snapshot<'a>(
-        &'a self,
-        key: &'a EntityKey,
-    ) -> BoxFuture<'a, Result<Option<SnapshotRecord>, JournalError>> {
-        let call = self.call(Call::LoadSnapshot(key.clone()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Snapshot(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn find_command_ids<'a>(
-        &'a self,
-        lookups: &'a [(EntityKey, String)],
-    ) -> BoxFuture<'a, Result<Vec<Option<CommandIdRecord>>, JournalError>> {
-        let call = self.call(Call::FindCommandIds(lookups.to_vec()));
-        Box::pin(async move {
-            match call.await? {
-                Answer::Found(r) => r,
-                _ => Err(wrong()),
-            }
-        })
-    }
-
-    fn expire_command_ids(
-        &self,
-        fence: FenceToken,
-        before_ms: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<usize, AppendError>> {
-        let call = self.call(Call::ExpireCommandIds(fence, before_ms, limit));
-        Box::pin(async move {
-            match call.await.map_err(AppendError::Storage)? {
-                Answer::Expired(r) => r,
-                _ => Err(AppendError::Storage(wrong())),
-            }
-        })
-    }
 }

@@ -9,10 +9,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use stead_node::{Node, NodeConfig, NodeError, SettableClock};
+use serde_json::Value;
+use stead_node::{Node, NodeConfig, NodeError, OutboxEvent, SettableClock};
 
 use crate::__private::abi::{RawEffects, RawError};
-use crate::entity::Context;
+use crate::entity::{Context, Send, TimerChange};
 
 pub(super) struct WasmHost {
     node: Node,
@@ -37,8 +38,11 @@ impl WasmHost {
         // One compile per component across every kit and test run.
         config.compile_cache = Some(std::env::temp_dir().join("stead-harness-compile-cache"));
         let clock = Arc::new(SettableClock::new());
+        // What a command sends or sets is read back from the outbox, never
+        // delivered: the kit delivers it when a test says so.
         let node = Node::builder(config)
             .clock(clock.clone())
+            .hold_deliveries()
             .open()
             .unwrap_or_else(|e| panic!("the embedded node does not open: {e}"));
         let info = node
@@ -87,20 +91,60 @@ impl WasmHost {
                     reply.seq_nr,
                     "the journal and the reply disagree on the sequence number"
                 );
-                // The host records sends and timers in its journal; the
-                // harness does not read them back yet (issue 18's outbox).
+                let (sends, timers) = self.outbox_of(id);
                 Ok(RawEffects {
                     events: events.into_iter().map(|e| e.record.payload).collect(),
                     state: self.state(id),
                     reply: reply.reply,
-                    sends: Vec::new(),
-                    timers: Vec::new(),
+                    sends,
+                    timers,
                 })
             }
             Err(NodeError::Rejected(m)) => Err(RawError::Rejected(m)),
             Err(NodeError::InvalidCommand(m)) => Err(RawError::InvalidCommand(m)),
             Err(other) => panic!("the host failed the command: {other}"),
         }
+    }
+
+    /// The sends and timer changes the node's journal took with the
+    /// entity's last append (the outbox events the node held back).
+    fn outbox_of(&self, entity_id: &str) -> (Vec<Send>, Vec<TimerChange>) {
+        let mut sends = Vec::new();
+        let mut timers = Vec::new();
+        for event in self.node.held_outbox_events() {
+            let OutboxEvent::Committed {
+                key,
+                sends: s,
+                timers: t,
+                ..
+            } = event
+            else {
+                continue;
+            };
+            if key.entity_type != self.entity_type || key.entity_id != entity_id {
+                continue;
+            }
+            let json = |bytes: &[u8], what: &str| -> Value {
+                serde_json::from_slice(bytes)
+                    .unwrap_or_else(|e| panic!("the outbox holds a {what} that is not JSON: {e}"))
+            };
+            sends.extend(s.into_iter().map(|o| Send {
+                entity_type: o.send.entity_type,
+                entity_id: o.send.entity_id,
+                command: json(&o.send.command, "sent command"),
+                on_accepted: o.send.on_accepted.map(|c| json(&c, "on-accepted command")),
+                on_refused: o.send.on_refused.map(|c| json(&c, "on-refused command")),
+            }));
+            timers.extend(t.into_iter().map(|w| match w.change {
+                stead_node::effects::TimerChange::Set(timer) => TimerChange::Set {
+                    name: timer.name,
+                    fire_at_ms: timer.fire_at_ms,
+                    command: json(&timer.command, "timer command"),
+                },
+                stead_node::effects::TimerChange::Cancel(name) => TimerChange::Cancel { name },
+            }));
+        }
+        (sends, timers)
     }
 
     pub(super) fn state(&self, entity_id: &str) -> Vec<u8> {

@@ -319,6 +319,8 @@ pub fn recovery(
             fence,
             events: records,
             command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
         };
         if let Some(Err(e)) = journal.append(vec![append]).pop() {
             bail!("seeding the history: {e}");

@@ -478,6 +478,8 @@ pub fn durable_flush(dir: &Path, rounds: usize) -> Result<Latencies> {
                 reply: Some(br#"{"balance":1}"#.to_vec()),
             }],
             command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
         };
         let started = Instant::now();
         let result = journal.append(vec![append]);

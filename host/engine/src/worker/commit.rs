@@ -15,11 +15,14 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
-use stead_journal::{CommandIdRecord, EntityAppend, EntityKey, EventRecord, SnapshotRecord};
+use stead_journal::{
+    CommandIdRecord, EntityAppend, EntityKey, EventRecord, OutboxSend, SnapshotRecord, TimerWrite,
+};
 use stead_runtime::Deployment;
 
 use super::Worker;
 use crate::Error;
+use crate::outbox::OutboxEvent;
 use crate::request::{CommandReply, ViewRequest};
 
 /// What one batch has gathered for its end.
@@ -74,6 +77,10 @@ pub(crate) struct Staged {
     pub(crate) events: Vec<EventRecord>,
     /// Caller-given command ids of these events, indexed with them.
     pub(crate) command_ids: Vec<CommandIdRecord>,
+    /// Sends of these events' commands (the outbox), written with them.
+    pub(crate) sends: Vec<OutboxSend>,
+    /// Timer changes of these events' commands, in order.
+    pub(crate) timers: Vec<TimerWrite>,
     /// The deployment that produced the events: its snapshot policy and
     /// version apply once they are durable.
     pub(crate) deployment: Arc<Deployment>,
@@ -115,6 +122,8 @@ impl Worker {
         if !staged.is_empty() {
             let mut appends = Vec::with_capacity(staged.len());
             let mut deployments = Vec::with_capacity(staged.len());
+            // What the courier is told once each entity's append is durable.
+            let mut outgoing = Vec::with_capacity(staged.len());
             // In key order, not the map's: the journal sees the same call
             // for the same batch on every run (the simulator replays seeds).
             let mut staged: Vec<(EntityKey, Staged)> = staged.into_iter().collect();
@@ -125,18 +134,32 @@ impl Worker {
                     continue;
                 };
                 deployments.push((key.clone(), s.deployment));
+                let messages = !s.sends.is_empty() || !s.timers.is_empty();
+                outgoing.push(messages.then(|| OutboxEvent::Committed {
+                    fence,
+                    key: key.clone(),
+                    sends: s.sends.clone(),
+                    timers: s.timers.clone(),
+                }));
                 appends.push(EntityAppend {
                     key,
                     expected_seq_nr: s.expected_seq_nr,
                     fence,
                     events: s.events,
                     command_ids: s.command_ids,
+                    sends: s.sends,
+                    timers: s.timers,
                 });
             }
             let results = self.journal.append(appends).await;
-            for ((key, deployment), result) in deployments.into_iter().zip(results) {
+            for (((key, deployment), result), event) in
+                deployments.into_iter().zip(results).zip(outgoing)
+            {
                 match result {
                     Ok(()) => {
+                        if let Some(event) = event {
+                            self.tell(event);
+                        }
                         self.after_durable(&key, &deployment).await;
                         appended.insert(key);
                     }
@@ -227,6 +250,8 @@ impl Worker {
             fence,
             events: records,
             command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
         };
         match self.journal.append(vec![append]).await.pop() {
             Some(Ok(())) => Ok(last + n),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use stead_journal::{CommandIdRecord, EntityKey, EventRecord};
+use stead_journal::{CommandIdRecord, EntityKey, EventRecord, OutboxSend, TimerWrite};
 use stead_runtime::{CommandCall, Deployment, GuestFault, GuestInstance, Rejection};
 
 use super::Worker;
@@ -180,18 +180,6 @@ impl Worker {
                 return Err(Error::guest(&key.entity_type, fault));
             }
         };
-        // Sends and timers need the journal's outbox and the delivery loop
-        // (issue 18, next step); until they exist such a command fails whole,
-        // persisting nothing, rather than losing its messages.
-        if !decision.sends.is_empty() || !decision.timers.is_empty() {
-            let fault = GuestFault::InvalidOutput(format!(
-                "{} sends and {} timer changes: this host does not deliver sends or timers yet",
-                decision.sends.len(),
-                decision.timers.len()
-            ));
-            tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest fault");
-            return Err(Error::guest(&key.entity_type, fault));
-        }
         let deployment = instance.deployment.clone();
         drop(instance);
         let n = decision.events.len() as u64;
@@ -201,8 +189,26 @@ impl Worker {
                 expected_seq_nr: seq_before,
                 events: Vec::new(),
                 command_ids: Vec::new(),
+                sends: Vec::new(),
+                timers: Vec::new(),
                 deployment: deployment.clone(),
             });
+            // Sends and timers go with the events that caused them (the
+            // runtime refused any without events), under the seq-nr of the
+            // command's last event: their ids never repeat.
+            for (index, send) in (0u32..).zip(decision.sends) {
+                staged.sends.push(OutboxSend {
+                    seq_nr: seq_after,
+                    index,
+                    send,
+                });
+            }
+            staged
+                .timers
+                .extend(decision.timers.into_iter().map(|change| TimerWrite {
+                    seq_nr: seq_after,
+                    change,
+                }));
             // A caller's id is indexed for the dedup horizon with the events.
             if let Some(digest) = digest {
                 staged.command_ids.push(CommandIdRecord {

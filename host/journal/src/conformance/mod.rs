@@ -7,6 +7,7 @@
 use std::path::Path;
 
 mod model;
+mod outbox;
 
 use crate::{
     AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
@@ -33,6 +34,8 @@ fn append(key: &EntityKey, expected: u64, fence: FenceToken, payloads: &[&str]) 
             .map(|p| event("cmd", p.as_bytes()))
             .collect(),
         command_ids: Vec::new(),
+        sends: Vec::new(),
+        timers: Vec::new(),
     }
 }
 
@@ -132,6 +135,10 @@ pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
             "everything_acknowledged_survives_a_reopen",
             everything_acknowledged_survives_a_reopen,
         ),
+        (
+            "sends_and_timers_are_written_with_their_events_and_removed_only_under_the_fence",
+            outbox::sends_and_timers_are_written_with_their_events_and_removed_only_under_the_fence,
+        ),
     ];
     for (name, case) in cases {
         eprintln!("journal conformance: {name}");
@@ -230,6 +237,8 @@ fn appends_of_one_call_succeed_or_fail_per_entity<J: Journal>(open: &dyn Fn(&Pat
         fence: f0,
         events: vec![],
         command_ids: Vec::new(),
+        sends: Vec::new(),
+        timers: Vec::new(),
     };
     assert!(matches!(
         j.append(vec![empty])[0],

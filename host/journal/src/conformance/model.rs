@@ -13,6 +13,8 @@
 //! - snapshot saves and loads, event reads from any sequence number (0, past
 //!   the end, `u64::MAX`) with any limit, last sequence numbers, the entities
 //!   of a shard;
+//! - the outbox: sends and timer changes with appends, pages of a shard's
+//!   pending sends and timers, fenced acknowledgements and answers;
 //! - claims of some shards (each moves their epochs, so earlier tokens are
 //!   stale) and **reopens**: the journal is dropped and opened again on the
 //!   same directory (for a shared store: reconnected), which forgets the
@@ -24,6 +26,10 @@
 //! A few shards, types and ids (one id a prefix of the other) keep collisions
 //! frequent. Snapshots need not be durable when `save_snapshot` returns, but a
 //! clean close must keep them, so the model expects them to survive a reopen.
+//!
+//! tidy: long file: the model, the random operations and the runner that
+//! compares them are one property; split, each part would only make sense
+//! with the others open beside it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -31,9 +37,12 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::Opener;
+use stead_types::effects::{SendCommand, Timer, TimerChange};
+
 use crate::{
-    AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
-    JournalError, ShardId, SnapshotRecord, StoredEvent,
+    Answer, AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken,
+    FiredTimer, Journal, JournalError, OutboxSend, PendingSend, PendingTimer, SendId, ShardId,
+    SnapshotRecord, StoredEvent, TimerWrite,
 };
 
 const SHARDS: ShardId = 3;
@@ -44,6 +53,8 @@ const IDS: [&str; 2] = ["a", "ab"];
 const ENTITIES: usize = SHARDS as usize * TYPES.len() * IDS.len();
 /// Command ids of indexed commands (one a prefix of another).
 const COMMAND_IDS: [&str; 3] = ["k", "k2", "cmd-é"];
+/// Timer names (one a prefix of another).
+const TIMER_NAMES: [&str; 3] = ["t", "t2", "expire-é"];
 
 /// The `i`-th entity of the key space.
 fn entity(i: usize) -> EntityKey {
@@ -73,6 +84,9 @@ struct Model {
     leases: HashMap<ShardId, u64>,
     /// The epochs the open journal holds; a reopen forgets them.
     held: HashMap<ShardId, u64>,
+    outbox: BTreeMap<SendId, (SendCommand, Option<Answer>)>,
+    /// (entity, timer name) -> (seq-nr that set it, timer).
+    timers: BTreeMap<(EntityKey, String), (u64, Timer)>,
 }
 
 impl Model {
@@ -138,6 +152,103 @@ impl Model {
             self.command_ids
                 .insert((key.clone(), record.command_id.clone()), record.clone());
         }
+        for send in &append.sends {
+            let id = SendId {
+                source: key.clone(),
+                seq_nr: send.seq_nr,
+                index: send.index,
+            };
+            self.outbox.insert(id, (send.send.clone(), None));
+        }
+        for write in &append.timers {
+            let slot = (key.clone(), write.change.name().to_owned());
+            match &write.change {
+                TimerChange::Set(timer) => {
+                    self.timers.insert(slot, (write.seq_nr, timer.clone()));
+                }
+                TimerChange::Cancel(_) => {
+                    self.timers.remove(&slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_fence(&self, fence: FenceToken) -> Result<(), AppendError> {
+        let current = self.held.get(&fence.shard).copied().unwrap_or(0);
+        if current == 0 || fence.epoch != current {
+            return Err(AppendError::Fenced {
+                shard: fence.shard,
+                presented: fence.epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
+    /// A shard's pending sends, in id order.
+    fn outbox(&self, shard: ShardId) -> Vec<PendingSend> {
+        self.outbox
+            .iter()
+            .filter(|(id, _)| id.source.shard == shard)
+            .map(|(id, (send, answer))| PendingSend {
+                id: id.clone(),
+                send: send.clone(),
+                answer: *answer,
+            })
+            .collect()
+    }
+
+    fn answer_sends(
+        &mut self,
+        fence: FenceToken,
+        answers: &[(SendId, Answer)],
+    ) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        for (id, answer) in answers
+            .iter()
+            .filter(|(id, _)| id.source.shard == fence.shard)
+        {
+            if let Some((_, slot @ None)) = self.outbox.get_mut(id) {
+                *slot = Some(*answer);
+            }
+        }
+        Ok(())
+    }
+
+    /// A shard's timers, in (entity, name) order.
+    fn timers(&self, shard: ShardId) -> Vec<PendingTimer> {
+        self.timers
+            .iter()
+            .filter(|((key, _), _)| key.shard == shard)
+            .map(|((key, _), (seq_nr, timer))| PendingTimer {
+                key: key.clone(),
+                seq_nr: *seq_nr,
+                timer: timer.clone(),
+            })
+            .collect()
+    }
+
+    fn ack_sends(&mut self, fence: FenceToken, ids: &[SendId]) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        for id in ids.iter().filter(|id| id.source.shard == fence.shard) {
+            self.outbox.remove(id);
+        }
+        Ok(())
+    }
+
+    fn ack_timers(&mut self, fence: FenceToken, fired: &[FiredTimer]) -> Result<(), AppendError> {
+        self.check_fence(fence)?;
+        for f in fired.iter().filter(|f| f.key.shard == fence.shard) {
+            let slot = (f.key.clone(), f.name.clone());
+            if self
+                .timers
+                .get(&slot)
+                .is_some_and(|(seq, _)| *seq == f.seq_nr)
+            {
+                self.timers.remove(&slot);
+            }
+        }
         Ok(())
     }
 
@@ -155,14 +266,7 @@ impl Model {
         fence: FenceToken,
         before_ms: u64,
     ) -> Result<usize, AppendError> {
-        let current = self.held.get(&fence.shard).copied().unwrap_or(0);
-        if current == 0 || fence.epoch != current {
-            return Err(AppendError::Fenced {
-                shard: fence.shard,
-                presented: fence.epoch,
-                current,
-            });
-        }
+        self.check_fence(fence)?;
         let before = self.command_ids.len();
         self.command_ids
             .retain(|(key, _), record| key.shard != fence.shard || record.at_ms >= before_ms);
@@ -217,6 +321,10 @@ struct AppendSpec {
     /// Index entries: (position among the events, 1-based; 0 or past the
     /// end is refused as invalid), handled at, digest byte.
     command_ids: Vec<(u64, u64, u8)>,
+    /// Sends: (position among the events as above, index, target entity).
+    sends: Vec<(u64, u32, usize)>,
+    /// Timer changes: (position as above, name, fire-at or `None` to cancel).
+    timers: Vec<(u64, usize, Option<u64>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +350,34 @@ enum Op {
     },
     Reopen {
         claim_all: bool,
+    },
+    /// Pages through a shard's outbox and timers with this page size.
+    ReadPending {
+        shard: ShardId,
+        page: usize,
+    },
+    /// Acknowledges the shard's pending sends at these positions (modulo
+    /// their count) and one id that was never written.
+    AckSends {
+        shard: ShardId,
+        fence: Fence,
+        picks: Vec<usize>,
+    },
+    /// Answers the shard's pending sends at these positions (modulo their
+    /// count): accepted, or refused.
+    AnswerSends {
+        shard: ShardId,
+        fence: Fence,
+        picks: Vec<usize>,
+        refused: bool,
+    },
+    /// Acknowledges the shard's timers at these positions as fired, under
+    /// the seq-nr they were set at or (`stale`) an earlier one.
+    AckTimers {
+        shard: ShardId,
+        fence: Fence,
+        picks: Vec<usize>,
+        stale: bool,
     },
 }
 
@@ -282,14 +418,32 @@ fn append_spec() -> impl Strategy<Value = AppendSpec> {
             ),
             0..3,
         ),
+        prop::collection::vec(
+            (
+                prop_oneof![12 => 1u64..4, 1 => Just(0u64)],
+                prop_oneof![8 => 0u32..3, 1 => Just(0u32)],
+                0..ENTITIES,
+            ),
+            0..3,
+        ),
+        prop::collection::vec(
+            (
+                prop_oneof![12 => 1u64..4, 1 => Just(0u64)],
+                0..TIMER_NAMES.len(),
+                prop::option::of(0u64..1_000),
+            ),
+            0..3,
+        ),
     )
         .prop_map(
-            |(entity, seq_offset, fence, events, command_ids)| AppendSpec {
+            |(entity, seq_offset, fence, events, command_ids, sends, timers)| AppendSpec {
                 entity,
                 seq_offset,
                 fence,
                 events,
                 command_ids,
+                sends,
+                timers,
             },
         )
 }
@@ -338,6 +492,38 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         2 => prop_oneof![4 => Just(true), 1 => Just(false)]
             .prop_map(|claim_all| Op::Reopen { claim_all }),
+        2 => (0..SHARDS, prop_oneof![1usize..3, Just(usize::MAX)])
+            .prop_map(|(shard, page)| Op::ReadPending { shard, page }),
+        2 => (
+            0..SHARDS,
+            prop_oneof![6 => Just(Fence::Held), 1 => Just(Fence::Stale)],
+            prop::collection::vec(0usize..8, 0..3),
+        )
+            .prop_map(|(shard, fence, picks)| Op::AckSends { shard, fence, picks }),
+        2 => (
+            0..SHARDS,
+            prop_oneof![6 => Just(Fence::Held), 1 => Just(Fence::Stale)],
+            prop::collection::vec(0usize..8, 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(shard, fence, picks, refused)| Op::AnswerSends {
+                shard,
+                fence,
+                picks,
+                refused,
+            }),
+        2 => (
+            0..SHARDS,
+            prop_oneof![6 => Just(Fence::Held), 1 => Just(Fence::Stale)],
+            prop::collection::vec(0usize..8, 0..3),
+            prop_oneof![4 => Just(false), 1 => Just(true)],
+        )
+            .prop_map(|(shard, fence, picks, stale)| Op::AckTimers {
+                shard,
+                fence,
+                picks,
+                stale,
+            }),
     ]
 }
 
@@ -385,13 +571,84 @@ fn resolve(spec: &AppendSpec, model: &Model, earlier: &[EntityAppend]) -> Entity
             digest: [digest; 32],
         })
         .collect();
+    // Position 0 is outside the append: refused as invalid.
+    let at = |position: u64| expected_seq_nr.saturating_add(position.min(last));
+    let sends = spec
+        .sends
+        .iter()
+        .map(|&(position, index, target)| {
+            let target = entity(target);
+            OutboxSend {
+                seq_nr: at(position),
+                index,
+                send: SendCommand {
+                    entity_type: target.entity_type,
+                    entity_id: target.entity_id,
+                    command: format!("{{\"n\":{index}}}").into_bytes(),
+                    on_accepted: (index == 1).then(|| b"{}".to_vec()),
+                    on_refused: (index == 2).then(|| b"[]".to_vec()),
+                },
+            }
+        })
+        .collect();
+    let timers = spec
+        .timers
+        .iter()
+        .map(|&(position, name, fire_at)| {
+            let name = TIMER_NAMES[name].to_owned();
+            TimerWrite {
+                seq_nr: at(position),
+                change: match fire_at {
+                    Some(fire_at_ms) => TimerChange::Set(Timer {
+                        name,
+                        fire_at_ms,
+                        command: format!("{{\"at\":{fire_at_ms}}}").into_bytes(),
+                    }),
+                    None => TimerChange::Cancel(name),
+                },
+            }
+        })
+        .collect();
     EntityAppend {
         key,
         expected_seq_nr,
         fence,
         events: spec.events.clone(),
         command_ids,
+        sends,
+        timers,
     }
+}
+
+/// Every pending send and timer of `shard`, read in pages of `page`,
+/// sorted (the entity order is the backend's own).
+fn read_pending<J: Journal>(
+    journal: &J,
+    shard: ShardId,
+    page: usize,
+) -> Result<(Vec<PendingSend>, Vec<PendingTimer>), JournalError> {
+    let mut sends: Vec<PendingSend> = Vec::new();
+    loop {
+        let next = journal.read_outbox(shard, sends.last().map(|s| &s.id), page)?;
+        let done = next.len() < page || next.is_empty();
+        sends.extend(next);
+        if done {
+            break;
+        }
+    }
+    let mut timers: Vec<PendingTimer> = Vec::new();
+    loop {
+        let after = timers.last().map(|t| (&t.key, t.timer.name.as_str()));
+        let next = journal.read_timers(shard, after, page)?;
+        let done = next.len() < page || next.is_empty();
+        timers.extend(next);
+        if done {
+            break;
+        }
+    }
+    sends.sort_by(|a, b| a.id.cmp(&b.id));
+    timers.sort_by(|a, b| (&a.key, &a.timer.name).cmp(&(&b.key, &b.timer.name)));
+    Ok((sends, timers))
 }
 
 /// The token `fence` names for `shard`, resolved against the model.
@@ -477,6 +734,13 @@ fn check_everything<J: Journal>(
             journal.entities_in_shard(shard).map(sorted),
             Ok(model.entities_in_shard(shard)),
             "entities of shard {} {}",
+            shard,
+            when
+        );
+        prop_assert_eq!(
+            read_pending(journal, shard, usize::MAX),
+            Ok((model.outbox(shard), model.timers(shard))),
+            "outbox and timers of shard {} {}",
             shard,
             when
         );
@@ -598,6 +862,93 @@ fn run<J: Journal>(open: Opener<'_, J>, ops: &[Op]) -> Result<(), TestCaseError>
                 prop_assert_eq!(journal.release_shards(&tokens), Ok(()));
                 model.release(shards);
             }
+            Op::ReadPending { shard, page } => {
+                prop_assert_eq!(
+                    read_pending(&journal, *shard, *page),
+                    Ok((model.outbox(*shard), model.timers(*shard))),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::AckSends {
+                shard,
+                fence,
+                picks,
+            } => {
+                let pending = model.outbox(*shard);
+                let mut ids: Vec<SendId> = picks
+                    .iter()
+                    .filter(|_| !pending.is_empty())
+                    .map(|p| pending[p % pending.len()].id.clone())
+                    .collect();
+                ids.push(SendId {
+                    source: entity(*shard as usize * TYPES.len() * IDS.len()),
+                    seq_nr: u64::MAX,
+                    index: 0,
+                });
+                let token = token(*fence, *shard, &model);
+                prop_assert_eq!(
+                    journal.ack_sends(token, &ids),
+                    model.ack_sends(token, &ids),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::AnswerSends {
+                shard,
+                fence,
+                picks,
+                refused,
+            } => {
+                let pending = model.outbox(*shard);
+                let answer = if *refused {
+                    Answer::Refused
+                } else {
+                    Answer::Accepted
+                };
+                let answers: Vec<(SendId, Answer)> = picks
+                    .iter()
+                    .filter(|_| !pending.is_empty())
+                    .map(|p| (pending[p % pending.len()].id.clone(), answer))
+                    .collect();
+                let token = token(*fence, *shard, &model);
+                prop_assert_eq!(
+                    journal.answer_sends(token, &answers),
+                    model.answer_sends(token, &answers),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::AckTimers {
+                shard,
+                fence,
+                picks,
+                stale,
+            } => {
+                let pending = model.timers(*shard);
+                let fired: Vec<FiredTimer> = picks
+                    .iter()
+                    .filter(|_| !pending.is_empty())
+                    .map(|p| {
+                        let mut fired = pending[p % pending.len()].fired();
+                        if *stale {
+                            fired.seq_nr = fired.seq_nr.saturating_sub(1);
+                        }
+                        fired
+                    })
+                    .collect();
+                let token = token(*fence, *shard, &model);
+                prop_assert_eq!(
+                    journal.ack_timers(token, &fired),
+                    model.ack_timers(token, &fired),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
             Op::Reopen { claim_all } => {
                 drop(journal);
                 journal = open(dir.path());
@@ -651,6 +1002,8 @@ fn the_model_chains_appends_of_one_call_and_fences_after_a_reopen() {
         fence: token,
         events: vec![event.clone()],
         command_ids: Vec::new(),
+        sends: Vec::new(),
+        timers: Vec::new(),
     };
     assert_eq!(
         model.append(&[append(0), append(1), append(1)]),
