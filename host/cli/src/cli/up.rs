@@ -291,11 +291,28 @@ pub(crate) fn up(args: UpArgs, token_file: Option<PathBuf>) -> Result<()> {
         stead_api::serve(state, listeners, tls.as_ref(), stop).await?;
         drop(cluster);
         tracing::info!("shutting down");
-        match Arc::try_unwrap(node) {
-            Ok(node) => tokio::task::spawn_blocking(move || node.shutdown())
-                .await
-                .context("stopping the node")?,
-            Err(node) => drop(node),
+        // A delivery still in flight on this runtime holds the node for a
+        // moment (the courier's cluster dispatch): wait for it, briefly.
+        let mut node = node;
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Arc::try_unwrap(node) {
+                Ok(node) => {
+                    tokio::task::spawn_blocking(move || node.shutdown())
+                        .await
+                        .context("stopping the node")?;
+                    break;
+                }
+                Err(shared) if std::time::Instant::now() < give_up => {
+                    node = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(shared) => {
+                    tracing::warn!("the node is still in use at exit; its leases expire instead of being released");
+                    drop(shared);
+                    break;
+                }
+            }
         }
         Ok(())
     })
