@@ -24,6 +24,11 @@ pub enum OutboxEvent {
     /// This lease is held no more (released, run out, or lost): its
     /// shard's deliveries stop here; the next holder reads them again.
     Dropped(FenceToken),
+    /// An append under `fence` that carried sends or timer changes failed
+    /// with an unknown outcome (the store could not say whether it wrote
+    /// it): they may be in the outbox without a `Committed`, so the shard's
+    /// outbox is read again.
+    Unsure(FenceToken),
     /// One entity's append under `fence` is durable: its sends and timer
     /// changes, in order.
     Committed {

@@ -91,6 +91,8 @@ struct ShardState {
     /// While its outbox is being read: the commits told meanwhile, applied
     /// in order once the read is in.
     buffered: Option<Vec<Committed>>,
+    /// Reads of its outbox started; only the latest one's answer counts.
+    reads: u64,
 }
 
 /// One durable append's sends and timer changes.
@@ -130,9 +132,10 @@ struct TimerState {
 enum Done {
     Loaded {
         fence: FenceToken,
+        read: u64,
         result: Result<(Vec<PendingSend>, Vec<PendingTimer>), JournalError>,
     },
-    Reload(FenceToken),
+    Reload(FenceToken, u64),
     Delivered {
         job: Job,
         fence: FenceToken,
@@ -236,18 +239,37 @@ impl Courier {
         match event {
             OutboxEvent::Acquired(tokens) => {
                 for fence in tokens {
+                    tracing::debug!(
+                        shard = fence.shard,
+                        epoch = fence.epoch,
+                        "lease acquired: reading its outbox"
+                    );
                     self.drop_shard(fence.shard);
                     self.shards.insert(
                         fence.shard,
                         ShardState {
                             fence,
                             buffered: Some(Vec::new()),
+                            reads: 0,
                         },
                     );
-                    self.load(fence, Duration::ZERO);
+                    self.reread(fence);
+                }
+            }
+            OutboxEvent::Unsure(fence) => {
+                // An append whose outcome is unknown may have written
+                // sends and timers no one told: read the outbox again.
+                if self.current(fence) {
+                    tracing::debug!(
+                        shard = fence.shard,
+                        epoch = fence.epoch,
+                        "an append's outcome is unknown: reading the outbox again"
+                    );
+                    self.reread(fence);
                 }
             }
             OutboxEvent::Dropped(fence) => {
+                tracing::debug!(shard = fence.shard, epoch = fence.epoch, "lease dropped");
                 if self
                     .shards
                     .get(&fence.shard)
@@ -270,23 +292,51 @@ impl Courier {
                     },
                     // Not served here under that lease (it moved on since):
                     // the journal keeps them for the holder.
-                    _ => {}
+                    _ => tracing::debug!(
+                        shard = fence.shard,
+                        epoch = fence.epoch,
+                        entity = %commit.key,
+                        "sends and timers of a lease not served here: left to the holder"
+                    ),
                 }
             }
         }
     }
 
+    /// Starts a new read of the shard's outbox; the shard's new commits
+    /// wait for it (and for no earlier one).
+    fn reread(&mut self, fence: FenceToken) {
+        let Some(state) = self.shards.get_mut(&fence.shard) else {
+            return;
+        };
+        state.reads += 1;
+        state.buffered.get_or_insert_with(Vec::new);
+        let read = state.reads;
+        self.load(fence, read, Duration::ZERO);
+    }
+
     /// Reads the shard's pending sends and timers (after `delay`).
-    fn load(&mut self, fence: FenceToken, delay: Duration) {
+    fn load(&mut self, fence: FenceToken, read: u64, delay: Duration) {
         let journal = self.journal.clone();
         self.in_flight.push(Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
-                return Done::Reload(fence);
+                return Done::Reload(fence, read);
             }
             let result = read_pending(journal.as_ref(), fence.shard).await;
-            Done::Loaded { fence, result }
+            Done::Loaded {
+                fence,
+                read,
+                result,
+            }
         }));
+    }
+
+    /// Whether `read` is the shard's latest read under `fence`.
+    fn latest_read(&self, fence: FenceToken, read: u64) -> bool {
+        self.shards
+            .get(&fence.shard)
+            .is_some_and(|s| s.fence == fence && s.reads == read)
     }
 
     /// Forgets everything of `shard` (its lease is gone or replaced).
@@ -431,9 +481,10 @@ impl Courier {
     fn loaded(
         &mut self,
         fence: FenceToken,
+        read: u64,
         result: Result<(Vec<PendingSend>, Vec<PendingTimer>), JournalError>,
     ) {
-        if !self.current(fence) {
+        if !self.latest_read(fence, read) {
             return;
         }
         match result {
@@ -469,7 +520,7 @@ impl Courier {
             }
             Err(e) => {
                 tracing::warn!(shard = fence.shard, error = %e, "reading the shard's outbox failed; retried in a second");
-                self.load(fence, RELOAD_AFTER);
+                self.load(fence, read, RELOAD_AFTER);
             }
         }
     }

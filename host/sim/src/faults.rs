@@ -48,6 +48,10 @@ pub enum Heal {
     Thaw(String),
     DbOutage(String),
     Unzombie(String),
+    /// The wall clock is stepped back by what it stepped (NTP corrects it):
+    /// a node whose clock stays minutes behind would hold its timers back
+    /// for as long, past the run.
+    WallStep(String, i64),
 }
 
 impl Fault {
@@ -123,7 +127,10 @@ impl Schedule {
                     (Fault::Freeze(a), None)
                 }
                 4 => (Fault::MonoJump(a, rng.random_range(1..=3 * ttl_ms)), None),
-                5 => (Fault::WallStep(a, rng.random_range(-60_000..=60_000)), None),
+                5 => {
+                    let ms = rng.random_range(-60_000..=60_000);
+                    (Fault::WallStep(a.clone(), ms), Some(Heal::WallStep(a, -ms)))
+                }
                 6 | 7 => {
                     let held = Duration::from_millis(3 * ttl_ms / 2 + rng.random_range(0..=ttl_ms));
                     events.push(Event {
@@ -198,6 +205,11 @@ pub fn apply(
             }
         }
         Fault::Heal(Heal::DbOutage(n)) => sim.repair(n.as_str(), "db"),
+        Fault::Heal(Heal::WallStep(n, ms)) => {
+            if let Some(c) = clocks.get(n) {
+                c.step_wall(*ms);
+            }
+        }
         Fault::Heal(Heal::Unzombie(n)) => {
             db.unstall(n);
             for o in clocks.keys().filter(|k| *k != n) {

@@ -22,7 +22,10 @@
 //! acknowledged event is in the journal at its seq-nr, with no gaps; one
 //! idempotency key gives at most one event; each entity's history is
 //! linearizable (`stead_history`); every command completes once healed,
-//! and by the end every shard is held under a valid lease (settled).
+//! and by the end every shard is held under a valid lease (settled). With
+//! the `transfer` component, a client also runs sagas ([`saga`]): every
+//! transfer started ends, starts once, no delivery takes effect twice, and
+//! money is conserved.
 //!
 //! Determinism: turmoil orders hosts and messages from the seed; time is
 //! simulated (tokio's paused clock, `turmoil::sim_elapsed` for the
@@ -38,6 +41,7 @@ pub mod db;
 pub mod faults;
 pub mod net;
 pub mod node;
+pub mod saga;
 pub mod trace;
 
 use std::collections::BTreeMap;
@@ -60,6 +64,9 @@ use crate::trace::Trace;
 pub struct SimOptions {
     /// The `account` component (`target/guests/account.wasm`).
     pub component: Arc<Vec<u8>>,
+    /// The `transfer` component: with it, a client runs sagas between
+    /// accounts of its own and their invariants are checked ([`saga`]).
+    pub saga: Option<Arc<Vec<u8>>>,
     /// Where compiled components are cached across seeds.
     pub compile_cache: PathBuf,
     pub broken: Broken,
@@ -103,7 +110,7 @@ const GIVE_UP_AT: Duration = Duration::from_secs(45);
 /// seed finds it there: a run that compiled would create more hash maps on
 /// its thread first, and std's per-thread hash keys (hence chitchat's
 /// iteration orders) would differ from a run that did not.
-pub fn warm_cache(component: &[u8], cache: &std::path::Path) -> Result<(), SimError> {
+pub fn warm_cache(components: &[&[u8]], cache: &std::path::Path) -> Result<(), SimError> {
     let dir = tempfile::tempdir().map_err(|e| SimError::Setup(format!("temp dir: {e}")))?;
     let mut config = stead_node::NodeConfig::new(dir.path());
     config.journal = stead_node::JournalConfig::Memory;
@@ -112,8 +119,10 @@ pub fn warm_cache(component: &[u8], cache: &std::path::Path) -> Result<(), SimEr
     config.shards.workers = 1;
     let node = stead_node::Node::open(config)
         .map_err(|e| SimError::Setup(format!("opening a node to compile the component: {e}")))?;
-    node.deploy(component)
-        .map_err(|e| SimError::Setup(format!("compiling the component: {e}")))?;
+    for component in components {
+        node.deploy(component)
+            .map_err(|e| SimError::Setup(format!("compiling a component: {e}")))?;
+    }
     node.shutdown();
     Ok(())
 }
@@ -176,6 +185,7 @@ fn run(seed: u64, options: &SimOptions) -> Result<SeedReport, SimError> {
             data_dir: dirs.path().join(id),
             compile_cache: options.compile_cache.clone(),
             component: options.component.clone(),
+            saga: options.saga.clone(),
             shard_count: SHARDS,
             clock,
             members: nodes.clone(),
@@ -206,6 +216,17 @@ fn run(seed: u64, options: &SimOptions) -> Result<SeedReport, SimError> {
         };
         let (history, trace) = (history.clone(), trace.clone());
         sim.client(format!("c{c}"), client::run(spec, history, trace));
+    }
+    let saga_log = Arc::new(Mutex::new(saga::SagaLog::default()));
+    if options.saga.is_some() {
+        let spec = saga::SagaSpec {
+            seed: seed.wrapping_mul(37).wrapping_add(1),
+            nodes: nodes.clone(),
+            stop_at: STOP_AT,
+            give_up_at: GIVE_UP_AT,
+        };
+        let (log, trace) = (saga_log.clone(), trace.clone());
+        sim.client("saga", saga::run(spec, log, trace));
     }
 
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
@@ -266,7 +287,13 @@ fn run(seed: u64, options: &SimOptions) -> Result<SeedReport, SimError> {
         .collect();
     let journal = db.dump(&keys);
     violations.extend(check::check(&history, &journal));
+    let saga_log = std::mem::take(&mut *saga_log.lock().unwrap_or_else(|p| p.into_inner()));
+    if options.saga.is_some() {
+        let journal = db.dump(&saga::keys(&saga_log, SHARDS));
+        violations.extend(saga::check(&saga_log, &journal));
+    }
     let mut rare = BTreeMap::new();
+    rare.insert("transfer ended".to_owned(), saga_log.ended as u64);
     rare.insert("ambiguous commit".to_owned(), db_report.ambiguous_commits);
     rare.insert("fenced append".to_owned(), db_report.fenced_appends);
     rare.insert("lease takeover".to_owned(), db_report.takeovers);

@@ -46,6 +46,8 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     pub compile_cache: PathBuf,
     pub component: Arc<Vec<u8>>,
+    /// The `transfer` component, deployed beside `account` when present.
+    pub saga: Option<Arc<Vec<u8>>>,
     pub shard_count: u32,
     pub clock: Arc<SimClock>,
     /// Every node's host name (the seeds).
@@ -88,6 +90,11 @@ pub async fn run(spec: NodeSpec) -> turmoil::Result {
         .open()?;
     if node.types().iter().all(|t| t.name != "account") {
         node.deploy(&spec.component)?;
+    }
+    if let Some(saga) = &spec.saga
+        && node.types().iter().all(|t| t.name != "transfer")
+    {
+        node.deploy(saga)?;
     }
     let node = Arc::new(node);
     let gossip = addr_of(&spec.id, GOSSIP_PORT);

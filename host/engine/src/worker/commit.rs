@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, Span};
 
 use stead_journal::{
-    CommandIdRecord, EntityAppend, EntityKey, EventRecord, OutboxSend, SnapshotRecord, TimerWrite,
+    AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, OutboxSend, SnapshotRecord,
+    TimerWrite,
 };
 use stead_runtime::Deployment;
 
@@ -164,6 +165,13 @@ impl Worker {
                         appended.insert(key);
                     }
                     Err(e) => {
+                        if let (
+                            Some(OutboxEvent::Committed { fence, .. }),
+                            AppendError::Storage(_),
+                        ) = (&event, &e)
+                        {
+                            self.tell(OutboxEvent::Unsure(*fence));
+                        }
                         tracing::warn!(entity = %key, error = %e, "append failed; entity dropped from memory");
                         failed.insert(key, Error::from(e));
                     }

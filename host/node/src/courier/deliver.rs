@@ -110,6 +110,7 @@ impl Courier {
                 entity_id = %delivery.entity_id,
                 command_id = %delivery.command_id,
             );
+            tracing::debug!(parent: &span, in_flight = self.deliveries_in_flight, "delivering");
             let future = dispatch.dispatch(delivery);
             self.deliveries_in_flight += 1;
             self.in_flight.push(Box::pin(
@@ -129,10 +130,14 @@ impl Courier {
 
     pub(super) fn on_done(&mut self, done: Done) {
         match done {
-            Done::Loaded { fence, result } => self.loaded(fence, result),
-            Done::Reload(fence) => {
-                if self.current(fence) {
-                    self.load(fence, std::time::Duration::ZERO);
+            Done::Loaded {
+                fence,
+                read,
+                result,
+            } => self.loaded(fence, read, result),
+            Done::Reload(fence, read) => {
+                if self.latest_read(fence, read) {
+                    self.load(fence, read, std::time::Duration::ZERO);
                 }
             }
             Done::Delivered {
@@ -184,6 +189,7 @@ impl Courier {
             }
             (Phase::Target, Verdict::Accepted) => {
                 bump(&self.counters.sends_accepted);
+                tracing::debug!(source = %id.source, seq_nr = id.seq_nr, index = id.index, "send accepted");
                 state
                     .send
                     .on_accepted
@@ -208,6 +214,7 @@ impl Courier {
             }
             (Phase::Back { .. } | Phase::Recording { .. }, Verdict::Accepted) => {
                 bump(&self.counters.replies_delivered);
+                tracing::debug!(source = %id.source, seq_nr = id.seq_nr, "answer delivered to the sender");
                 None
             }
             (

@@ -157,6 +157,20 @@ fn component_bytes(args: &Args) -> Vec<u8> {
     std::fs::read(&args.component).unwrap_or_default()
 }
 
+/// The `transfer` component beside the `account` one, if built: the
+/// saga workload runs when it is there.
+fn saga_bytes(args: &Args) -> Option<Vec<u8>> {
+    std::fs::read(args.component.with_file_name("transfer.wasm")).ok()
+}
+
+fn warm(args: &Args, cache: &std::path::Path) -> Result<(), stead_sim::SimError> {
+    let account = component_bytes(args);
+    let saga = saga_bytes(args);
+    let mut components: Vec<&[u8]> = vec![&account];
+    components.extend(saga.as_deref());
+    stead_sim::warm_cache(&components, cache)
+}
+
 /// Runs each seed in a child process of its own, passing its report on.
 fn run_children(args: &Args) -> bool {
     let Ok(me) = std::env::current_exe() else {
@@ -166,7 +180,7 @@ fn run_children(args: &Args) -> bool {
     let cache = args.cache.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("stead-sim-cache-{}", std::process::id()))
     });
-    if let Err(e) = stead_sim::warm_cache(&component_bytes(args), &cache) {
+    if let Err(e) = warm(args, &cache) {
         eprintln!("stead-sim: {e}");
         return true;
     }
@@ -200,6 +214,15 @@ fn run_children(args: &Args) -> bool {
 }
 
 fn main() {
+    // `STEAD_SIM_LOG=stead_node=debug` (a tracing filter): the nodes' logs
+    // on stderr, to follow a seed's run.
+    if let Ok(filter) = std::env::var("STEAD_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -223,12 +246,13 @@ fn main() {
     let cache = args.cache.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("stead-sim-cache-{}", std::process::id()))
     });
-    if let Err(e) = stead_sim::warm_cache(&component, &cache) {
+    if let Err(e) = warm(&args, &cache) {
         eprintln!("stead-sim: {e}");
         std::process::exit(2);
     }
     let options = SimOptions {
         component,
+        saga: saga_bytes(&args).map(Arc::new),
         compile_cache: cache.clone(),
         broken: args
             .broken
