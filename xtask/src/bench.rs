@@ -28,6 +28,8 @@ struct Sizes {
     takeover_rounds: usize,
     failover_rounds: usize,
     forwarded_commands: usize,
+    transfers: usize,
+    timers: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -41,6 +43,8 @@ const FULL: Sizes = Sizes {
     takeover_rounds: 5,
     failover_rounds: 20,
     forwarded_commands: 5_000,
+    transfers: 20_000,
+    timers: 100_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -54,6 +58,8 @@ const QUICK: Sizes = Sizes {
     takeover_rounds: 2,
     failover_rounds: 3,
     forwarded_commands: 1_000,
+    transfers: 3_000,
+    timers: 10_000,
 };
 
 fn ensure_wrk() -> Result<()> {
@@ -267,6 +273,28 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         args.extend(common(&[]));
         figures.extend(run_bench(&stead, &args)?);
     }
+
+    figures.extend(run_bench(
+        &stead,
+        &[
+            vec![
+                "bench".into(),
+                "messaging".into(),
+                "--account".into(),
+                component.clone(),
+                "--transfer".into(),
+                root.join("target/guests/transfer.wasm")
+                    .display()
+                    .to_string(),
+                "--transfers".into(),
+                s(&sizes.transfers),
+                "--timers".into(),
+                s(&sizes.timers),
+            ],
+            common(&[]),
+        ]
+        .concat(),
+    )?);
 
     crate::step("wasm against native: the same logic in the same command path");
     let args = [

@@ -309,5 +309,35 @@ pub fn check(log: &SagaLog, journal: &BTreeMap<EntityKey, Vec<StoredEvent>>) -> 
             ));
         }
     }
+    if !violations.is_empty() {
+        violations.push(dump(journal));
+    }
     violations
+}
+
+/// Writes the saga's journal (one line per event) to a file, for the
+/// reader of a violation; says where.
+fn dump(journal: &BTreeMap<EntityKey, Vec<StoredEvent>>) -> String {
+    let mut text = String::new();
+    for (key, events) in journal {
+        for e in events {
+            text.push_str(&format!(
+                "{}/{} {} {} {}\n",
+                key.entity_type,
+                key.entity_id,
+                e.seq_nr,
+                e.record.command_id,
+                String::from_utf8_lossy(&e.record.payload)
+            ));
+        }
+    }
+    let path = std::env::temp_dir().join(format!(
+        "stead-sim-saga-{}-{}.txt",
+        std::process::id(),
+        turmoil::sim_elapsed().map_or(0, |d| d.as_millis())
+    ));
+    match std::fs::write(&path, text) {
+        Ok(()) => format!("messaging: the saga's journal is in {}", path.display()),
+        Err(e) => format!("messaging: the saga's journal could not be written: {e}"),
+    }
 }

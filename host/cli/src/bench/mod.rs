@@ -5,12 +5,15 @@
 //! - [`network`]: against a running node (`stead bench http|grpc|hot`).
 //! - [`inprocess`]: a node inside the bench process (`stead bench
 //!   engine|memory|recovery --component FILE`).
+//! - [`messaging`]: sends, answers and timers in process (`stead bench
+//!   messaging --account FILE --transfer FILE`).
 //!
 //! Figures are read by people (`BENCHMARKS.md`); nothing here asserts a
 //! timing.
 
 pub mod failover;
 pub mod inprocess;
+pub mod messaging;
 pub mod network;
 pub mod takeover;
 

@@ -104,6 +104,19 @@ enum BenchScenario {
         #[arg(long, default_value_t = 1_000_000)]
         entities: usize,
     },
+    /// In process: sends delivered/s, a saga's latency, timer lateness with
+    /// many timers pending and their memory (the `account` and `transfer`
+    /// components).
+    Messaging {
+        #[arg(long)]
+        account: PathBuf,
+        #[arg(long)]
+        transfer: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        transfers: usize,
+        #[arg(long, default_value_t = 100_000)]
+        timers: usize,
+    },
     /// In process: activation of a long history; restart over many entities.
     Recovery {
         #[arg(long)]
@@ -223,6 +236,18 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             entities,
             sample,
         } => inprocess::recovery(&args.work_dir, &component, events, entities, sample)?,
+        BenchScenario::Messaging {
+            account,
+            transfer,
+            transfers,
+            timers,
+        } => crate::bench::messaging::messaging(
+            &args.work_dir,
+            &account,
+            &transfer,
+            transfers.max(1),
+            timers.max(1),
+        )?,
     };
     if json {
         println!("{}", serde_json::to_string(&figures)?);
