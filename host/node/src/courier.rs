@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use stead_engine::OutboxEvent;
 use stead_journal::{
@@ -144,7 +144,7 @@ enum Done {
         outcome: Result<CommandReply, NodeError>,
     },
     Recorded {
-        id: SendId,
+        ids: Vec<SendId>,
         fence: FenceToken,
         result: Result<(), AppendError>,
     },
@@ -229,6 +229,11 @@ impl Courier {
                 },
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.on_done(done);
+                    // Everything else already done too, so that the next
+                    // round batches the answers and acks it gives.
+                    while let Some(Some(done)) = self.in_flight.next().now_or_never() {
+                        self.on_done(done);
+                    }
                 }
                 () = tokio::time::sleep(sleep) => {}
             }

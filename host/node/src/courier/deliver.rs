@@ -30,9 +30,11 @@ impl Courier {
         let Some(dispatch) = self.dispatch.get() else {
             return;
         };
+        // Answers to record, per lease: one durable journal call each.
+        let mut recordings: Vec<(FenceToken, Vec<(SendId, Answer)>)> = Vec::new();
         while self.deliveries_in_flight < MAX_IN_FLIGHT {
             let Some(job) = self.ready.pop_front() else {
-                return;
+                break;
             };
             let Some(fence) = self.shards.get(&job.shard()).map(|s| s.fence) else {
                 continue;
@@ -58,13 +60,11 @@ impl Courier {
                             "send",
                         ),
                         Phase::Recording { answer, .. } => {
-                            let (journal, id, answer) = (self.journal.clone(), id.clone(), *answer);
-                            self.deliveries_in_flight += 1;
-                            self.in_flight.push(Box::pin(async move {
-                                let answers = [(id.clone(), answer)];
-                                let result = journal.answer_sends(fence, &answers).await;
-                                Done::Recorded { id, fence, result }
-                            }));
+                            let entry = (id.clone(), *answer);
+                            match recordings.iter_mut().find(|(f, _)| *f == fence) {
+                                Some((_, answers)) => answers.push(entry),
+                                None => recordings.push((fence, vec![entry])),
+                            }
                             continue;
                         }
                         Phase::Back { command, answer } => (
@@ -126,6 +126,15 @@ impl Courier {
                 .instrument(span),
             ));
         }
+        for (fence, answers) in recordings {
+            let journal = self.journal.clone();
+            self.deliveries_in_flight += 1;
+            self.in_flight.push(Box::pin(async move {
+                let result = journal.answer_sends(fence, &answers).await;
+                let ids = answers.into_iter().map(|(id, _)| id).collect();
+                Done::Recorded { ids, fence, result }
+            }));
+        }
     }
 
     pub(super) fn on_done(&mut self, done: Done) {
@@ -157,10 +166,12 @@ impl Courier {
                     }
                 }
             }
-            Done::Recorded { id, fence, result } => {
+            Done::Recorded { ids, fence, result } => {
                 self.deliveries_in_flight -= 1;
                 if self.current(fence) {
-                    self.recorded(id, result);
+                    for id in ids {
+                        self.recorded(id, result.clone());
+                    }
                 }
             }
             Done::Acked { fence, result } => {
