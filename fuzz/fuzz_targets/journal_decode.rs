@@ -102,6 +102,14 @@ fn check_key(data: &[u8]) {
             at_ms,
             unique,
         } => keys::expiry_key(*shard, *at_ms, *unique),
+        DecodedKey::Outbox(key, seq_nr, index) => keys::outbox_key(key, *seq_nr, *index),
+        DecodedKey::Timer(key, name) => keys::timer_key(key, name),
+        DecodedKey::Stream {
+            shard,
+            entity_type,
+            position,
+        } => keys::stream_key(entity_type, *shard, *position),
+        DecodedKey::Position(shard) => keys::position_key(*shard),
     };
     assert_eq!(encoded, data, "key {decoded:?} re-encodes differently");
     assert_eq!(keys::decode(&encoded), Ok(decoded));

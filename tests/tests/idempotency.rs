@@ -3,7 +3,8 @@
 //! horizon however many commands came in between, across passivation and
 //! restarts; past the horizon it is a new command and the sweep removes its
 //! index entry; a key reused with another command is refused and persists
-//! nothing.
+//! nothing; a keyed command the entity refused is refused again on retry,
+//! whatever the state has become.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,18 +179,66 @@ fn a_key_past_the_horizon_is_a_new_command_and_the_sweep_forgets_it() {
 }
 
 #[test]
-fn a_key_on_a_command_that_persisted_nothing_is_not_remembered() {
-    let (_dir, node) = temp_node(|_| {});
+fn a_refused_keyed_command_gets_the_same_refusal_on_retry_after_the_state_changed_and_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = open_node(dir.path(), |_| {});
     node.deploy(&guest("account")).expect("deploy");
     send(&node, "d", r#"{"open":{"owner":"di"}}"#, None).expect("open");
-    // A rejected command persists nothing, so its key stays free.
+    let withdraw = r#"{"withdraw":{"amount":5}}"#;
+    let refusal = |r: Result<stead_node::CommandReply, NodeError>| match r {
+        Err(NodeError::Rejected(m)) => m,
+        other => panic!("expected the refusal, got {other:?}"),
+    };
+    let first = refusal(send(&node, "d", withdraw, Some("K")));
+    assert!(first.contains("balance is 0"), "{first}");
+    // The state changes: the same command would now be accepted, but a
+    // retry (or a late copy) of K is the command that was refused.
+    send(&node, "d", DEPOSIT, None).expect("deposit");
+    assert_eq!(refusal(send(&node, "d", withdraw, Some("K"))), first);
+    assert!(
+        matches!(
+            send(&node, "d", DEPOSIT, Some("K")),
+            Err(NodeError::IdempotencyKeyReused(_))
+        ),
+        "the key is taken by the refused command"
+    );
+    // Refused and retried in one batch.
+    node.passivate_all_blocking().expect("passivate");
+    let big = r#"{"withdraw":{"amount":5000}}"#;
+    let a = node
+        .submit("account", "d", big.as_bytes().to_vec(), Some("L".into()))
+        .expect("queued");
+    let b = node
+        .submit("account", "d", big.as_bytes().to_vec(), Some("L".into()))
+        .expect("queued");
+    let once = refusal(a.wait_blocking());
+    assert_eq!(refusal(b.wait_blocking()), once);
+    // An invalid command is remembered too; a guest's answer only, so an
+    // unkeyed refusal is not (nothing could retry it).
+    let bogus = r#"{"bogus":1}"#;
     assert!(matches!(
-        send(&node, "d", r#"{"withdraw":{"amount":5}}"#, Some("K")),
-        Err(NodeError::Rejected(_))
+        send(&node, "d", bogus, Some("M")),
+        Err(NodeError::InvalidCommand(_))
     ));
-    let deposit = send(&node, "d", DEPOSIT, Some("K")).expect("the key is free");
-    assert!(!deposit.duplicate);
-    assert_eq!(balance(&node, "d"), 1000);
+    other_commands(&node, "d", 70);
+    drop(node);
+
+    let node = open_node(dir.path(), |_| {});
+    assert_eq!(
+        refusal(send(&node, "d", withdraw, Some("K"))),
+        first,
+        "after 70 commands and a restart"
+    );
+    assert_eq!(refusal(send(&node, "d", big, Some("L"))), once);
+    assert!(matches!(
+        send(&node, "d", bogus, Some("M")),
+        Err(NodeError::InvalidCommand(_))
+    ));
+    assert_eq!(balance(&node, "d"), 1070);
+    let events = node.events("account", "d", 1, 1000).expect("events");
+    assert_eq!(events.len(), 1 + 1 + 70, "a refusal appends no event");
+    let fresh = send(&node, "d", withdraw, Some("N")).expect("a new key runs");
+    assert_eq!(json(&fresh.reply), json!({"balance": 1065}));
 }
 
 #[test]

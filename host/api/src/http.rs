@@ -5,6 +5,7 @@
 //! | `POST /v1/entities/{type}/{id}` | body: the JSON command; `Idempotency-Key` header: the command id; 200 with the JSON reply (`Stead-Seq-Nr`, `Stead-Duplicate` headers) |
 //! | `GET /v1/entities/{type}/{id}` | the view |
 //! | `GET /v1/entities/{type}/{id}/events?from=N&limit=M` | `{"events":[{"seq_nr","event","command_id","timestamp_ms"}]}`; M defaults to 1,000, at most 10,000 |
+//! | `GET /v1/streams/{type}?cursor=C` | server-sent events: every event of the type after cursor `C` (from the start without), then new ones as they commit (see [`super::sse`]) |
 //! | `GET /v1/types` | `{"types":[{"name","version","snapshot_every","sha256","size_bytes","batched_replay","contract"}]}` |
 //! | `POST /v1/components` | admin: body: the component bytes (at most [`MAX_COMPONENT_BYTES`]); deploys it; 200 with its type like a `/v1/types` item; with a node token, `Authorization: Bearer <token>` or 401 (see [`super::auth`]) |
 //! | `GET /healthz` | live: 200 |
@@ -51,6 +52,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(send).get(view),
         )
         .route("/v1/entities/{entity_type}/{entity_id}/events", get(events))
+        .route("/v1/streams/{entity_type}", get(super::sse::stream))
         .route("/v1/types", get(types))
         .route("/v1/cluster", get(cluster))
         .route("/v1/components", post(deploy))
@@ -65,7 +67,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// An error as the JSON body and status of [`super::errors`].
-struct ApiError(NodeError);
+pub(crate) struct ApiError(pub(crate) NodeError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

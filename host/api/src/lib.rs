@@ -13,6 +13,7 @@ pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+mod sse;
 pub mod tls;
 
 use std::future::{Future, IntoFuture};

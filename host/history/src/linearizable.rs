@@ -14,8 +14,11 @@
 //!   the host applies an id at most once: it is required if any was
 //!   answered, its window runs from the applying operation's invocation
 //!   (the non-duplicate `Ok`, else the earliest of them) to the earliest
-//!   answer, and all answers must agree. Rejected and failed operations
-//!   under that id are independent: they persisted nothing.
+//!   answer, and all answers must agree. The host also remembers a refusal
+//!   under an id, so `Rejected` operations sharing an id with others are
+//!   one refusal, placed from the earliest invocation to the earliest
+//!   answer, their reasons all the same; an id both refused and applied is a
+//!   violation. Failed operations are independent: they persisted nothing.
 //!
 //! Invariants of the search:
 //! - The model state counts applied events (`seq_nr`), so an `Ok` seq-nr is
@@ -412,13 +415,17 @@ fn calls_of(
                         ),
                     ));
                 }
-                calls.push(Call {
-                    invoke: operation.invoked_at,
-                    ret: answered()?,
-                    required: true,
-                    kind: Kind::Refusal { cmd, rejection },
-                    sources: vec![i],
-                });
+                let ret = answered()?;
+                match &operation.command_id {
+                    Some(id) => groups.entry(id).or_default().push(i),
+                    None => calls.push(Call {
+                        invoke: operation.invoked_at,
+                        ret,
+                        required: true,
+                        kind: Kind::Refusal { cmd, rejection },
+                        sources: vec![i],
+                    }),
+                }
             }
             (Outcome::Ok { .. } | Outcome::Unknown { .. }, Some(_)) => {
                 if matches!(operation.outcome, Outcome::Ok { .. }) {
@@ -557,6 +564,14 @@ fn command_id_call(
             ),
         ));
     }
+    let refused: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&j| matches!(ops[j].outcome, Outcome::Rejected { .. }))
+        .collect();
+    if let Some(&r) = refused.first() {
+        return refusal_call(history, entity, id, members, r, &listed);
+    }
     let appliers: Vec<usize> = members
         .iter()
         .copied()
@@ -628,6 +643,68 @@ fn command_id_call(
         ));
     }
     Ok(call)
+}
+
+/// The call of a command id the entity refused (`r` one of its refusals):
+/// every answer is that refusal, placed once between the earliest
+/// invocation and the earliest answer.
+fn refusal_call(
+    history: &History,
+    entity: &EntityRef,
+    id: &str,
+    members: &[usize],
+    r: usize,
+    listed: &dyn Fn(&[usize]) -> String,
+) -> Result<Call, Violation> {
+    let ops = &history.operations;
+    let Outcome::Rejected { reason } = &ops[r].outcome else {
+        return Err(Violation::new(
+            entity,
+            ViolationKind::Malformed,
+            vec![r],
+            "a refusal without its reason",
+        ));
+    };
+    let disagrees = members.iter().copied().find(|&j| match &ops[j].outcome {
+        Outcome::Rejected { reason: other } => other != reason,
+        Outcome::Ok { .. } => true,
+        _ => false,
+    });
+    if let Some(other) = disagrees {
+        return Err(Violation::new(
+            entity,
+            ViolationKind::DuplicateMismatch,
+            vec![r, other],
+            format!(
+                "command id {id:?} was refused, and answered otherwise on another try:{}",
+                listed(&[r, other])
+            ),
+        ));
+    }
+    let malformed = |what: &str| {
+        Violation::new(
+            entity,
+            ViolationKind::Malformed,
+            vec![r],
+            format!("{}: {what}", describe(history, r)),
+        )
+    };
+    let cmd = Cmd::of(&ops[r].op).ok_or_else(|| malformed("a view is not refused"))?;
+    let rejection =
+        Rejection::classify(reason).ok_or_else(|| malformed("the reason names no rejection"))?;
+    let invoke = members.iter().map(|&j| ops[j].invoked_at).min();
+    let ret = members
+        .iter()
+        .filter(|&&j| matches!(ops[j].outcome, Outcome::Rejected { .. }))
+        .filter_map(|&j| ops[j].completed_at)
+        .min();
+    Ok(Call {
+        invoke: invoke.unwrap_or(ops[r].invoked_at),
+        ret: ret.ok_or_else(|| malformed("a refusal without its answer"))?,
+        required: true,
+        kind: Kind::Refusal { cmd, rejection },
+        sources: members.to_vec(),
+    })
 }
 
 // ---- the search ----

@@ -223,8 +223,8 @@ impl Failure {
 
 /// (entity type, entity id, command id).
 type CommandIdKey<'a> = (&'a str, &'a str, &'a str);
-/// (shard, seq-nr, at_ms, digest).
-type CommandIdRow<'a> = (i64, i64, i64, &'a [u8]);
+/// (shard, seq-nr, at_ms, digest, refusal kind, refusal).
+type CommandIdRow<'a> = (i64, i64, i64, &'a [u8], Option<i16>, Option<&'a str>);
 
 /// Columns of the rows one transaction inserts.
 #[derive(Default)]
@@ -365,7 +365,7 @@ async fn transaction(
             }));
             continue;
         }
-        if actual == 0 {
+        if actual == 0 && !append.events.is_empty() {
             rows.new_shard.push(i64::from(key.shard));
             rows.new_type.push(&key.entity_type);
             rows.new_id.push(&key.entity_id);
@@ -381,15 +381,18 @@ async fn transaction(
             rows.ev_reply.push(event.reply.as_deref());
         }
         for c in &append.command_ids {
-            rows.commands.insert(
-                (&key.entity_type, &key.entity_id, &c.command_id),
-                (
-                    i64::from(key.shard),
-                    to_i64(c.seq_nr),
-                    to_i64(c.at_ms),
-                    &c.digest[..],
-                ),
-            );
+            rows.commands
+                .insert((&key.entity_type, &key.entity_id, &c.command_id), {
+                    let (kind, refusal) = crate::refusal_columns(c.refusal.as_ref());
+                    (
+                        i64::from(key.shard),
+                        to_i64(c.seq_nr),
+                        to_i64(c.at_ms),
+                        &c.digest[..],
+                        kind,
+                        refusal,
+                    )
+                });
         }
         for send in &append.sends {
             let o = &mut rows.outbox;
@@ -423,7 +426,8 @@ async fn transaction(
         last[slot] = actual + append.events.len() as u64;
         results.push(Ok(()));
     }
-    if rows.ev_seq.is_empty() {
+    // Nothing accepted (an append of refusals alone has no events).
+    if !results.iter().any(Result::is_ok) {
         client.batch_execute("ROLLBACK").await.map_err(err)?;
         client.release();
         return Ok(results);
@@ -446,11 +450,29 @@ struct Inserts {
 impl Inserts {
     async fn prepare(client: &deadpool_postgres::Object) -> Result<Self, tokio_postgres::Error> {
         let (events, entities, command_ids) = tokio::join!(
+            // Each event's stream position: its shard's row of
+            // stead_positions is moved past the shard's events of this
+            // transaction (and stays locked until it commits, see `schema`),
+            // and the events take the positions up to it in their order.
             client.prepare_cached(
-                "INSERT INTO stead_events
-                    (entity_type, entity_id, seq_nr, shard, command_id, timestamp_ms, payload, reply)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
-                                      $5::text[], $6::bigint[], $7::bytea[], $8::bytea[])",
+                "WITH counts AS (
+                     SELECT s AS shard, count(*) AS n FROM unnest($4::bigint[]) AS s
+                     GROUP BY s ORDER BY s
+                 ), alloc AS (
+                     INSERT INTO stead_positions (shard, last) SELECT shard, n FROM counts
+                     ON CONFLICT (shard) DO UPDATE SET last = stead_positions.last + EXCLUDED.last
+                     RETURNING shard, last
+                 )
+                 INSERT INTO stead_events
+                    (entity_type, entity_id, seq_nr, shard, command_id, timestamp_ms, payload,
+                     reply, position)
+                 SELECT t.ty, t.id, t.seq, t.shard, t.cmd, t.at, t.payload, t.reply,
+                        a.last - count(*) OVER (PARTITION BY t.shard)
+                               + row_number() OVER (PARTITION BY t.shard ORDER BY t.i)
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                             $5::text[], $6::bigint[], $7::bytea[], $8::bytea[])
+                      WITH ORDINALITY AS t(ty, id, seq, shard, cmd, at, payload, reply, i)
+                 JOIN alloc a ON a.shard = t.shard",
             ),
             client.prepare_cached(
                 "INSERT INTO stead_entities (shard, entity_type, entity_id)
@@ -459,12 +481,15 @@ impl Inserts {
             ),
             client.prepare_cached(
                 "INSERT INTO stead_command_ids
-                    (entity_type, entity_id, command_id, shard, seq_nr, at_ms, digest)
+                    (entity_type, entity_id, command_id, shard, seq_nr, at_ms, digest,
+                     refusal_kind, refusal)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-                                      $5::bigint[], $6::bigint[], $7::bytea[])
+                                      $5::bigint[], $6::bigint[], $7::bytea[],
+                                      $8::smallint[], $9::text[])
                  ON CONFLICT (entity_type, entity_id, command_id) DO UPDATE
                  SET shard = EXCLUDED.shard, seq_nr = EXCLUDED.seq_nr,
-                     at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest",
+                     at_ms = EXCLUDED.at_ms, digest = EXCLUDED.digest,
+                     refusal_kind = EXCLUDED.refusal_kind, refusal = EXCLUDED.refusal",
             ),
         );
         let (outbox, set_timers, cancel_timers) = tokio::join!(
@@ -519,7 +544,9 @@ impl Inserts {
         let mut c_seq = Vec::with_capacity(rows.commands.len());
         let mut c_at = Vec::with_capacity(rows.commands.len());
         let mut c_digest = Vec::with_capacity(rows.commands.len());
-        for (&(ty, id, command), &(shard, seq, at, digest)) in &rows.commands {
+        let mut c_kind = Vec::with_capacity(rows.commands.len());
+        let mut c_refusal = Vec::with_capacity(rows.commands.len());
+        for (&(ty, id, command), &(shard, seq, at, digest, kind, refusal)) in &rows.commands {
             c_type.push(ty);
             c_id.push(id);
             c_command.push(command);
@@ -527,6 +554,8 @@ impl Inserts {
             c_seq.push(seq);
             c_at.push(at);
             c_digest.push(digest);
+            c_kind.push(kind);
+            c_refusal.push(refusal);
         }
         let event_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &rows.ev_type,
@@ -558,7 +587,8 @@ impl Inserts {
                 .execute(
                     &self.command_ids,
                     &[
-                        &c_type, &c_id, &c_command, &c_shard, &c_seq, &c_at, &c_digest,
+                        &c_type, &c_id, &c_command, &c_shard, &c_seq, &c_at, &c_digest, &c_kind,
+                        &c_refusal,
                     ],
                 )
                 .await

@@ -52,8 +52,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use stead_journal::{
     Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord,
-    FenceToken, FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId,
-    SnapshotRecord, StoredEvent,
+    FenceToken, FiredTimer, Journal, JournalError, PendingSend, PendingTimer, Refusal, SendId,
+    ShardId, SnapshotRecord, StoredEvent, StreamEvent,
 };
 use stead_types::config::PostgresOptions;
 use tokio_postgres::error::SqlState;
@@ -330,6 +330,24 @@ pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, JournalError> {
     })
 }
 
+/// A refusal from its columns (kind 1 rejected, 2 invalid command).
+fn refusal(kind: Option<i16>, message: Option<String>) -> Option<Refusal> {
+    let message = message.unwrap_or_default();
+    match kind? {
+        2 => Some(Refusal::InvalidCommand(message)),
+        _ => Some(Refusal::Rejected(message)),
+    }
+}
+
+/// The columns of a refusal.
+pub(crate) fn refusal_columns(refusal: Option<&Refusal>) -> (Option<i16>, Option<&str>) {
+    match refusal {
+        None => (None, None),
+        Some(Refusal::Rejected(m)) => (Some(1), Some(m)),
+        Some(Refusal::InvalidCommand(m)) => (Some(2), Some(m)),
+    }
+}
+
 fn digest(bytes: &[u8], key: &str) -> Result<[u8; 32], JournalError> {
     bytes.try_into().map_err(|_| JournalError::Corrupt {
         key: key.to_owned(),
@@ -524,6 +542,68 @@ impl Journal for PostgresJournal {
         })
     }
 
+    fn read_stream(
+        &self,
+        entity_type: &str,
+        from: &[(ShardId, u64)],
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, JournalError> {
+        if limit == 0 || from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let shards: Vec<i64> = from.iter().map(|(s, _)| i64::from(*s)).collect();
+        let after: Vec<i64> = from.iter().map(|(_, p)| to_i64(*p)).collect();
+        self.run("reading a stream", async {
+            let client = self.shared.client().await?;
+            let statement = client
+                .prepare_cached(
+                    // One index range per shard (type, shard, position).
+                    "SELECT t.s, e.position, e.entity_id, e.seq_nr, e.command_id,
+                            e.timestamp_ms, e.payload, e.reply
+                     FROM unnest($2::bigint[], $3::bigint[]) WITH ORDINALITY AS t(s, after, i)
+                     CROSS JOIN LATERAL (
+                         SELECT position, entity_id, seq_nr, command_id, timestamp_ms,
+                                payload, reply
+                         FROM stead_events
+                         WHERE entity_type = $1 AND shard = t.s AND position > t.after
+                         ORDER BY position LIMIT $4
+                     ) AS e
+                     ORDER BY t.i, e.position",
+                )
+                .await
+                .map_err(|e| self.shared.error("reading a stream", &e))?;
+            let rows = client
+                .query(&statement, &[&entity_type, &shards, &after, &limit])
+                .await
+                .map_err(|e| self.shared.error("reading a stream", &e))?;
+            rows.iter()
+                .map(|row| {
+                    let shard = ShardId::try_from(row.get::<_, i64>(0)).map_err(|_| {
+                        JournalError::Corrupt {
+                            key: "stead_events.shard".into(),
+                            reason: "a shard out of range".into(),
+                        }
+                    })?;
+                    Ok(StreamEvent {
+                        shard,
+                        position: to_u64(row.get(1), "position")?,
+                        entity_id: row.get(2),
+                        event: StoredEvent {
+                            seq_nr: to_u64(row.get(3), "seq_nr")?,
+                            record: EventRecord {
+                                command_id: row.get(4),
+                                timestamp_ms: to_u64(row.get(5), "timestamp_ms")?,
+                                payload: row.get(6),
+                                reply: row.get(7),
+                            },
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError> {
         self.run("listing a shard's entities", async {
             let client = self.shared.client().await?;
@@ -547,7 +627,7 @@ impl Journal for PostgresJournal {
             let client = self.shared.client().await?;
             let statement = client
                 .prepare_cached(
-                    "SELECT seq_nr, at_ms, digest FROM stead_command_ids
+                    "SELECT seq_nr, at_ms, digest, refusal_kind, refusal FROM stead_command_ids
                      WHERE entity_type = $1 AND entity_id = $2 AND command_id = $3",
                 )
                 .await
@@ -562,6 +642,7 @@ impl Journal for PostgresJournal {
                     seq_nr: to_u64(row.get(0), "seq_nr")?,
                     at_ms: to_u64(row.get(1), "at_ms")?,
                     digest: digest(row.get(2), "digest")?,
+                    refusal: refusal(row.get(3), row.get(4)),
                 })
             })
             .transpose()
@@ -590,10 +671,10 @@ impl Journal for PostgresJournal {
                     // one primary-key lookup per id, whatever plan the
                     // array's unknown length would otherwise get (a plan made
                     // while the table was small scanned all of it later).
-                    "SELECT t.i, c.seq_nr, c.at_ms, c.digest
+                    "SELECT t.i, c.seq_nr, c.at_ms, c.digest, c.refusal_kind, c.refusal
                      FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(ty, id, cmd, i)
                      CROSS JOIN LATERAL (
-                         SELECT seq_nr, at_ms, digest FROM stead_command_ids
+                         SELECT seq_nr, at_ms, digest, refusal_kind, refusal FROM stead_command_ids
                          WHERE entity_type = t.ty AND entity_id = t.id AND command_id = t.cmd
                          OFFSET 0
                      ) AS c",
@@ -615,6 +696,7 @@ impl Journal for PostgresJournal {
                     seq_nr: to_u64(row.get(1), "seq_nr")?,
                     at_ms: to_u64(row.get(2), "at_ms")?,
                     digest: digest(row.get(3), "digest")?,
+                    refusal: refusal(row.get(4), row.get(5)),
                 });
             }
             Ok(found)

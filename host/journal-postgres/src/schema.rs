@@ -21,12 +21,23 @@
 //! - (version 2) `stead_outbox`: pending sends by (shard, source entity,
 //!   seq-nr, index), with the target's answer once recorded (1 accepted,
 //!   2 refused); `stead_timers`: timers by (shard, entity, name) with
-//!   the seq-nr that set them. A version-1 database is migrated in place.
+//!   the seq-nr that set them.
+//! - (version 3) `stead_command_ids` gains a refused command's refusal
+//!   (`refusal_kind` 1 rejected, 2 invalid command; `refusal` its message);
+//!   `stead_events` gains each event's `position` in its shard's stream
+//!   (indexed by type, shard, position, for subscriptions), allocated from
+//!   `stead_positions` (a shard's last position), whose row an append
+//!   updates and so locks until it commits: one shard's appends commit in
+//!   position order, and a reader never sees a later position before an
+//!   earlier one. Events of an older database get positions in (type, id,
+//!   seq-nr) order.
+//!
+//! An older database is migrated in place, one version after the other.
 
 use tokio_postgres::Client;
 
 /// The schema version this build writes and reads.
-pub(crate) const VERSION: i32 = 2;
+pub(crate) const VERSION: i32 = 3;
 
 /// The advisory lock namespace of the journal (`'stea'` in ASCII); the
 /// second key is a shard, or [`MIGRATION_LOCK`].
@@ -120,6 +131,32 @@ CREATE TABLE stead_timers (
 );
 "#;
 
+/// Version 3: refused commands in the idempotency index; shard streams.
+const V3: &str = "
+ALTER TABLE stead_command_ids
+    ADD COLUMN refusal_kind smallint CHECK (refusal_kind IN (1, 2)),
+    ADD COLUMN refusal      text;
+CREATE TABLE stead_positions (
+    shard bigint PRIMARY KEY,
+    last  bigint NOT NULL
+);
+ALTER TABLE stead_events ADD COLUMN position bigint;
+UPDATE stead_events e SET position = n.p
+FROM (SELECT entity_type, entity_id, seq_nr,
+             row_number() OVER (PARTITION BY shard
+                                ORDER BY entity_type, entity_id, seq_nr) AS p
+      FROM stead_events) n
+WHERE e.entity_type = n.entity_type AND e.entity_id = n.entity_id
+  AND e.seq_nr = n.seq_nr;
+INSERT INTO stead_positions (shard, last)
+SELECT shard, max(position) FROM stead_events GROUP BY shard;
+ALTER TABLE stead_events ALTER COLUMN position SET NOT NULL;
+CREATE INDEX stead_events_stream ON stead_events (entity_type, shard, position);
+";
+
+/// The migrations, the one at index `i` taking version `i + 1` to `i + 2`.
+const MIGRATIONS: [&str; 2] = [V2, V3];
+
 /// Why the schema could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SchemaError {
@@ -153,7 +190,9 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), SchemaError> {
     match found {
         None => {
             tx.batch_execute(V1).await?;
-            tx.batch_execute(V2).await?;
+            for migration in MIGRATIONS {
+                tx.batch_execute(migration).await?;
+            }
             tx.execute(
                 "INSERT INTO stead_schema (version) VALUES ($1)",
                 &[&VERSION],
@@ -162,11 +201,14 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), SchemaError> {
             tracing::info!(version = VERSION, "created the journal's tables");
         }
         Some(found) if found > VERSION => return Err(SchemaError::Newer { found }),
-        Some(1) => {
-            tx.batch_execute(V2).await?;
+        Some(found) if found < VERSION => {
+            let from = usize::try_from(found.max(1) - 1).unwrap_or(0);
+            for migration in &MIGRATIONS[from..] {
+                tx.batch_execute(migration).await?;
+            }
             tx.execute("UPDATE stead_schema SET version = $1", &[&VERSION])
                 .await?;
-            tracing::info!(from = 1, to = VERSION, "migrated the journal's tables");
+            tracing::info!(from = found, to = VERSION, "migrated the journal's tables");
         }
         Some(_) => {}
     }

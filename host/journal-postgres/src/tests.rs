@@ -191,7 +191,7 @@ fn a_database_with_a_newer_schema_is_refused_with_a_clear_error() {
 }
 
 #[test]
-fn a_version_1_database_is_migrated_in_place_keeping_its_events() {
+fn a_version_1_database_is_migrated_in_place_through_every_version_keeping_its_events() {
     let db = pg::database().expect("database");
     let key = EntityKey::new(0, "t", "kept");
     {
@@ -204,6 +204,9 @@ fn a_version_1_database_is_migrated_in_place_keeping_its_events() {
     client
         .batch_execute(
             "DROP TABLE stead_outbox; DROP TABLE stead_timers;
+             ALTER TABLE stead_command_ids DROP COLUMN refusal_kind, DROP COLUMN refusal;
+             DROP TABLE stead_positions; DROP INDEX stead_events_stream;
+             ALTER TABLE stead_events DROP COLUMN position;
              UPDATE stead_schema SET version = 1",
         )
         .expect("downgrade");
@@ -224,11 +227,33 @@ fn a_version_1_database_is_migrated_in_place_keeping_its_events() {
     }];
     assert_eq!(j.append(vec![next]), vec![Ok(())]);
     assert_eq!(j.read_outbox(0, None, 10).map(|s| s.len()), Ok(1));
+    // Version 3: the older event got a stream position, the new one the next.
+    let stream = j.read_stream("t", &[(0, 0)], 10).expect("stream");
+    assert_eq!(
+        stream
+            .iter()
+            .map(|e| (e.position, e.event.seq_nr))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2)]
+    );
+    // Version 3: a refusal in the idempotency index.
+    let refused = stead_journal::CommandIdRecord {
+        command_id: "k".into(),
+        seq_nr: 2,
+        at_ms: 5,
+        digest: [7; 32],
+        refusal: Some(stead_journal::Refusal::Rejected("no".into())),
+    };
+    let mut refusal = append(&key, 2, fence, "unused");
+    refusal.events.clear();
+    refusal.command_ids = vec![refused.clone()];
+    assert_eq!(j.append(vec![refusal]), vec![Ok(())]);
+    assert_eq!(j.find_command_id(&key, "k"), Ok(Some(refused)));
     let version: i32 = client
         .query_one("SELECT version FROM stead_schema", &[])
         .expect("version")
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, crate::schema::VERSION);
 }
 
 #[test]

@@ -50,13 +50,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 pub mod keys;
+mod stream;
 
 pub use stead_types::config::SledOptions;
 
 use stead_journal::record::{self, CommandIdRecord, EventRecord, PageBuf, SnapshotRecord};
 use stead_journal::{
     Answer, AppendError, CommitObserver, EntityAppend, EntityKey, FenceToken, FiredTimer, Journal,
-    JournalError, PendingSend, PendingTimer, SendId, ShardId, StoredEvent,
+    JournalError, PendingSend, PendingTimer, SendId, ShardId, StoredEvent, StreamEvent,
 };
 use stead_types::effects::{Timer, TimerChange};
 
@@ -90,6 +91,8 @@ pub struct SledJournal {
     flush: Mutex<FlushState>,
     flushed: Condvar,
     observer: OnceLock<Arc<dyn CommitObserver>>,
+    /// The shards' stream positions (lock order: stripes, then this).
+    streams: Mutex<stream::Streams>,
 }
 
 /// An open sled store.
@@ -171,7 +174,7 @@ impl SledJournal {
     pub fn open(dir: &Path, options: SledOptions) -> Result<Self, JournalError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("creating the journal directory", &e))?;
         let store = Store::open(dir, &options, 1)?;
-        Ok(Self {
+        let journal = Self {
             dir: dir.to_owned(),
             store: RwLock::new(Some(store)),
             failed: Mutex::new(None),
@@ -188,7 +191,43 @@ impl SledJournal {
             flush: Mutex::new(FlushState::default()),
             flushed: Condvar::new(),
             observer: OnceLock::new(),
-        })
+            streams: Mutex::new(stream::Streams::default()),
+        };
+        // What a crash left written but unsynced is made durable before any
+        // of it is read as a stream (a position read must never be lost).
+        journal.with_store(|store| journal.make_durable(store, None))?;
+        Ok(journal)
+    }
+
+    fn lock_streams(&self) -> MutexGuard<'_, stream::Streams> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `shard`'s stream, loaded if needed; the caller holds its stripe.
+    fn shard_stream(
+        &self,
+        store: &Store,
+        shard: ShardId,
+    ) -> Result<stream::ShardStream, JournalError> {
+        let loaded = self.lock_streams().get(shard);
+        if let Some(s) = loaded {
+            return Ok(s);
+        }
+        let (last, backfilled) = stream::Streams::read(store, shard)?;
+        if backfilled {
+            self.note(self.make_durable(store, None))?;
+        }
+        let mut streams = self.lock_streams();
+        streams.insert(shard, last);
+        streams
+            .get(shard)
+            .ok_or_else(|| JournalError::Io("a stream vanished while loaded".into()))
+    }
+
+    fn lock_stripe(&self, shard: ShardId) -> MutexGuard<'_, ()> {
+        self.stripes[shard as usize % APPLY_STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_flush(&self) -> MutexGuard<'_, FlushState> {
@@ -271,8 +310,14 @@ impl SledJournal {
         // sled locks its files: the old store must be gone before the new opens.
         drop(store.take());
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        // What was applied but not flushed may be gone: positions reload.
+        self.lock_streams().clear();
         match Store::open(&self.dir, &self.options, generation) {
             Ok(reopened) => {
+                if let Err(e) = self.make_durable(&reopened, None) {
+                    failure.error = e.clone();
+                    return Err(e);
+                }
                 *store = Some(reopened);
                 *failed = None;
                 tracing::info!("journal store reopened after a write failure; appends resume");
@@ -332,8 +377,9 @@ impl SledJournal {
     }
 
     /// Checks and applies `appends` to sled (not yet durable). Returns a
-    /// result per append and, if any was applied, the store generation.
-    fn apply(&self, appends: &[EntityAppend]) -> (Vec<Result<(), AppendError>>, Option<u64>) {
+    /// result per append and, if any was applied, the store generation and
+    /// the last stream position it assigned in each shard.
+    fn apply(&self, appends: &[EntityAppend]) -> (Vec<Result<(), AppendError>>, Option<Applied>) {
         let failed = |e: JournalError| {
             let results = appends
                 .iter()
@@ -385,6 +431,31 @@ impl SledJournal {
         if !results.iter().any(Result::is_ok) {
             return (results, None);
         }
+        // Stream positions, in the order of the call (stripes held).
+        let mut positions: BTreeMap<ShardId, u64> = BTreeMap::new();
+        for (append, result) in appends.iter().zip(results.iter_mut()) {
+            if result.is_err() || append.events.is_empty() {
+                continue;
+            }
+            let shard = append.key.shard;
+            if let Err(e) = self.shard_stream(store, shard) {
+                *result = Err(AppendError::Storage(e));
+                continue;
+            }
+            let n = append.events.len() as u64;
+            let first = self.lock_streams().assign(shard, n);
+            for (i, seq_nr) in (append.expected_seq_nr + 1..=append.expected_seq_nr + n).enumerate()
+            {
+                batch.insert(
+                    keys::stream_key(&append.key.entity_type, shard, first + i as u64),
+                    stream::encode_pointer(&append.key.entity_id, seq_nr),
+                );
+            }
+            positions.insert(shard, first + n - 1);
+        }
+        for (&shard, &last) in &positions {
+            batch.insert(keys::position_key(shard), &last.to_be_bytes()[..]);
+        }
         for ((shard, at_ms), entries) in expiring {
             let unique = self.expiry_unique.fetch_add(1, Ordering::Relaxed);
             batch.insert(
@@ -410,7 +481,13 @@ impl SledJournal {
             }
             return (results, None);
         }
-        (results, Some(store.generation))
+        (
+            results,
+            Some(Applied {
+                generation: store.generation,
+                positions,
+            }),
+        )
     }
 
     /// Waits until a flush that started after this call made the store
@@ -552,6 +629,16 @@ impl SledJournal {
                 actual: tail.last_seq,
             });
         }
+        for record in &append.command_ids {
+            batch.insert(
+                keys::command_key(key, &record.command_id),
+                &record::encode_command_id(record)[..],
+            );
+        }
+        if append.events.is_empty() {
+            // Refusals only (`check`): no page, no entity entry.
+            return Ok(());
+        }
         let mut page = tail
             .page
             .take()
@@ -565,12 +652,6 @@ impl SledJournal {
                 page = PageBuf::new(page.last_seq() + 1);
             }
             page.push(event);
-        }
-        for record in &append.command_ids {
-            batch.insert(
-                keys::command_key(key, &record.command_id),
-                &record::encode_command_id(record)[..],
-            );
         }
         for send in &append.sends {
             batch.insert(
@@ -609,6 +690,13 @@ const PAGE_MAX_EVENTS: u32 = if cfg!(test) { 3 } else { 16 };
 const PAGE_MAX_BYTES: usize = 2048;
 
 /// An entity's tail page during a commit.
+/// What one apply wrote.
+struct Applied {
+    generation: u64,
+    /// The last stream position assigned in each shard.
+    positions: BTreeMap<ShardId, u64>,
+}
+
 struct Tail {
     /// `None`: the entity has no tail page (new, or written before pages).
     page: Option<PageBuf>,
@@ -718,11 +806,16 @@ impl Journal for SledJournal {
     fn append(&self, appends: Vec<EntityAppend>) -> Vec<Result<(), AppendError>> {
         let started = Instant::now();
         let (mut results, applied) = self.apply(&appends);
-        let Some(generation) = applied else {
+        let Some(applied) = applied else {
             return results;
         };
-        match self.wait_durable(generation) {
+        match self.wait_durable(applied.generation) {
             Ok(()) => {
+                let mut streams = self.lock_streams();
+                for (shard, position) in applied.positions {
+                    streams.durable(shard, position);
+                }
+                drop(streams);
                 if let Some(observer) = self.observer.get() {
                     let entities = results.iter().filter(|r| r.is_ok()).count();
                     observer.committed(entities, started.elapsed());
@@ -845,6 +938,36 @@ impl Journal for SledJournal {
                 }
             }
         })
+    }
+
+    fn read_stream(
+        &self,
+        entity_type: &str,
+        from: &[(ShardId, u64)],
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, JournalError> {
+        let mut out = Vec::new();
+        for &(shard, after) in from {
+            let loaded = self.lock_streams().get(shard);
+            let durable = match loaded {
+                Some(s) => s.durable,
+                None => {
+                    let _stripe = self.lock_stripe(shard);
+                    self.with_store(|store| self.shard_stream(store, shard))?
+                        .durable
+                }
+            };
+            let pointers = self.with_store(|store| {
+                stream::pointers(store, entity_type, shard, after, durable, limit)
+            })?;
+            out.extend(stream::resolve(
+                &|key, from, n| self.read_events(key, from, n),
+                entity_type,
+                shard,
+                pointers,
+            )?);
+        }
+        Ok(out)
     }
 
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError> {
@@ -1385,6 +1508,16 @@ mod tests {
         assert_eq!(
             journal.entities_in_shard(0),
             Ok(vec![("t".to_owned(), "old".to_owned())])
+        );
+        // Written before streams: the shard's first append gave the older
+        // events positions first, and the new ones follow.
+        let stream = journal.read_stream("t", &[(0, 0)], 100).expect("stream");
+        assert_eq!(
+            stream
+                .iter()
+                .map(|e| (e.position, e.event.seq_nr))
+                .collect::<Vec<_>>(),
+            (1..=29).map(|n| (n, n)).collect::<Vec<_>>()
         );
     }
 

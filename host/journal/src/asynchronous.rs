@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::{
     Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, FenceToken,
     FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId, SnapshotRecord,
-    StoredEvent,
+    StoredEvent, StreamEvent,
 };
 
 /// A boxed future borrowing the journal and the call's arguments.
@@ -57,6 +57,13 @@ pub trait AsyncJournal: Send + Sync + 'static {
         from: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>, JournalError>>;
+
+    fn read_stream<'a>(
+        &'a self,
+        entity_type: &'a str,
+        from: &'a [(ShardId, u64)],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamEvent>, JournalError>>;
 
     fn save_snapshot<'a>(
         &'a self,
@@ -167,6 +174,15 @@ impl AsyncJournal for Inline {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>, JournalError>> {
         ready(self.0.read_events(key, from, limit))
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        entity_type: &'a str,
+        from: &'a [(ShardId, u64)],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamEvent>, JournalError>> {
+        ready(self.0.read_stream(entity_type, from, limit))
     }
 
     fn save_snapshot<'a>(

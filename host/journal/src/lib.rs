@@ -28,7 +28,9 @@
 //!   durable flush (group commit).
 //! - **Command ids**: the command ids an append indexes are written in the
 //!   same atomic step as its events (both or neither); one is found by
-//!   [`Journal::find_command_id`] until the shard's holder expires it.
+//!   [`Journal::find_command_id`] until the shard's holder expires it. A
+//!   refused command's id is indexed with its refusal by an append without
+//!   events, fenced and sequence-checked like any other.
 //! - **Outbox**: an append's sends and timer changes ([`outbox`]) are
 //!   written in the same atomic step as its events; they stay until the
 //!   shard's holder acknowledges them (fenced), across reopens and claims.
@@ -47,14 +49,16 @@ pub mod conformance;
 pub mod memory;
 pub mod outbox;
 pub mod record;
+pub mod stream;
 
 use std::sync::Arc;
 
 pub use asynchronous::{AsyncJournal, BoxFuture, Inline};
 pub use memory::{MemoryJournal, MemoryStore};
 pub use outbox::{Answer, FiredTimer, OutboxSend, PendingSend, PendingTimer, SendId, TimerWrite};
-pub use record::{CommandIdRecord, EventRecord, SnapshotRecord};
+pub use record::{CommandIdRecord, EventRecord, Refusal, SnapshotRecord};
 pub use stead_types::{EntityKey, FenceToken, ShardId};
+pub use stream::{Cursor, CursorError, StreamEvent};
 
 /// Events to append to one entity.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -88,15 +92,26 @@ impl EntityAppend {
                 reason,
             })
         };
-        if self.events.is_empty() {
+        // An append without events only records refusals (nothing else
+        // may go without the events that cause it).
+        let refusals_only = !self.command_ids.is_empty()
+            && self.command_ids.iter().all(|c| c.refusal.is_some())
+            && self.sends.is_empty()
+            && self.timers.is_empty();
+        if self.events.is_empty() && !refusals_only {
             return invalid("no events".into());
         }
         if self.fence.shard != self.key.shard {
             return invalid(format!("fence token is for shard {}", self.fence.shard));
         }
         let last = self.expected_seq_nr + self.events.len() as u64;
+        // A refusal is recorded at the entity's last seq-nr when it refused.
         if let Some(c) = self.command_ids.iter().find(|c| {
-            c.seq_nr <= self.expected_seq_nr || c.seq_nr > last || c.command_id.is_empty()
+            let below = match c.refusal {
+                Some(_) => false,
+                None => c.seq_nr <= self.expected_seq_nr,
+            };
+            below || c.seq_nr > last || c.command_id.is_empty()
         }) {
             return invalid(format!(
                 "command id `{}` indexed at seq-nr {} outside the appended {}..={last}",
@@ -261,6 +276,17 @@ pub trait Journal: Send + Sync + 'static {
 
     /// The latest snapshot of an entity, if any.
     fn load_snapshot(&self, key: &EntityKey) -> Result<Option<SnapshotRecord>, JournalError>;
+
+    /// At most `limit` events of `entity_type` from each shard of `from`,
+    /// those with a position after the one given, in position order (the
+    /// shard's commit order, see [`stream`]); the shards one after the
+    /// other, in the order asked. Only durable events are read.
+    fn read_stream(
+        &self,
+        entity_type: &str,
+        from: &[(ShardId, u64)],
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, JournalError>;
 
     /// The `(entity type, entity id)` of every entity with events in `shard`.
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError>;

@@ -20,7 +20,7 @@ use stead_types::effects::{SendCommand, Timer, TimerChange};
 use crate::{
     Answer, AppendError, CommandIdRecord, CommitObserver, EntityAppend, EntityKey, EventRecord,
     FenceToken, FiredTimer, Journal, JournalError, PendingSend, PendingTimer, SendId, ShardId,
-    SnapshotRecord, StoredEvent,
+    SnapshotRecord, StoredEvent, StreamEvent,
 };
 
 /// The shared state behind [`MemoryJournal`] handles.
@@ -40,6 +40,10 @@ struct Store {
     outbox: BTreeMap<SendId, (SendCommand, Option<Answer>)>,
     /// (entity, timer name) -> (seq-nr that set it, timer).
     timers: BTreeMap<(EntityKey, String), (u64, Timer)>,
+    /// Shard streams: (type, shard, position) -> (entity id, seq-nr).
+    streams: BTreeMap<(String, ShardId, u64), (String, u64)>,
+    /// Each shard's last stream position.
+    positions: HashMap<ShardId, u64>,
 }
 
 impl MemoryStore {
@@ -173,7 +177,17 @@ impl Journal for MemoryJournal {
                         actual,
                     });
                 }
+                let n = append.events.len() as u64;
                 events.extend(append.events);
+                let last = store.positions.entry(key.shard).or_insert(0);
+                let first = *last + 1;
+                *last += n;
+                for (position, seq_nr) in (first..).zip(actual + 1..=actual + n) {
+                    store.streams.insert(
+                        (key.entity_type.clone(), key.shard, position),
+                        (key.entity_id.clone(), seq_nr),
+                    );
+                }
                 for record in append.command_ids {
                     store
                         .command_ids
@@ -259,6 +273,42 @@ impl Journal for MemoryJournal {
 
     fn load_snapshot(&self, key: &EntityKey) -> Result<Option<SnapshotRecord>, JournalError> {
         Ok(self.store.lock().snapshots.get(key).cloned())
+    }
+
+    fn read_stream(
+        &self,
+        entity_type: &str,
+        from: &[(ShardId, u64)],
+        limit: usize,
+    ) -> Result<Vec<StreamEvent>, JournalError> {
+        let store = self.store.lock();
+        let mut out = Vec::new();
+        for &(shard, after) in from {
+            let start = (entity_type.to_owned(), shard, after.saturating_add(1));
+            let end = (entity_type.to_owned(), shard, u64::MAX);
+            for ((_, _, position), (id, seq_nr)) in store.streams.range(start..=end).take(limit) {
+                let key = EntityKey::new(shard, entity_type, id);
+                let record = store
+                    .events
+                    .get(&key)
+                    .and_then(|e| e.get(usize::try_from(*seq_nr).ok()?.checked_sub(1)?))
+                    .cloned()
+                    .ok_or_else(|| JournalError::Corrupt {
+                        key: format!("{key}@{seq_nr}"),
+                        reason: "the stream points at a missing event".into(),
+                    })?;
+                out.push(StreamEvent {
+                    shard,
+                    position: *position,
+                    entity_id: id.clone(),
+                    event: StoredEvent {
+                        seq_nr: *seq_nr,
+                        record,
+                    },
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn entities_in_shard(&self, shard: ShardId) -> Result<Vec<(String, String)>, JournalError> {

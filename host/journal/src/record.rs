@@ -27,6 +27,8 @@ use crate::outbox::Answer;
 pub const FORMAT_V1: u8 = 1;
 /// The first byte of an event page.
 pub const PAGE_V1: u8 = 2;
+/// The first byte of a command-id entry that holds a refusal.
+pub const REFUSAL_V1: u8 = 2;
 const PAGE_HEADER: usize = 13;
 /// The smallest encoded event: version, flags, timestamp, two empty lengths.
 const MIN_EVENT_BYTES: usize = 16;
@@ -73,6 +75,20 @@ pub struct CommandIdRecord {
     pub at_ms: u64,
     /// SHA-256 of the command's bytes: a retry must carry the same command.
     pub digest: [u8; 32],
+    /// The entity's refusal of the command, which persisted no event: a
+    /// retry (or a late copy of the command) gets the same refusal instead
+    /// of running again. `seq_nr` is then the entity's last seq-nr when it
+    /// refused.
+    pub refusal: Option<Refusal>,
+}
+
+/// A command's refusal as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Refusal {
+    /// The entity's domain rejection (its message).
+    Rejected(String),
+    /// The command did not decode for the entity (serde's message).
+    InvalidCommand(String),
 }
 
 /// A record that does not decode.
@@ -293,29 +309,61 @@ pub fn encode_entity(last_seq_nr: u64) -> [u8; 9] {
 }
 
 /// Encodes a command-id index entry (the id itself is in its key).
-pub fn encode_command_id(record: &CommandIdRecord) -> [u8; 49] {
-    let mut out = [0u8; 49];
-    out[0] = FORMAT_V1;
-    out[1..9].copy_from_slice(&record.seq_nr.to_be_bytes());
-    out[9..17].copy_from_slice(&record.at_ms.to_be_bytes());
-    out[17..].copy_from_slice(&record.digest);
+///
+/// `0x01 seq_nr at_ms digest`, or with a refusal `0x02 seq_nr at_ms digest
+/// kind:u8 message:str16` (kind 1 rejected, 2 invalid command).
+pub fn encode_command_id(record: &CommandIdRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(49);
+    out.push(if record.refusal.is_some() {
+        REFUSAL_V1
+    } else {
+        FORMAT_V1
+    });
+    out.extend_from_slice(&record.seq_nr.to_be_bytes());
+    out.extend_from_slice(&record.at_ms.to_be_bytes());
+    out.extend_from_slice(&record.digest);
+    match &record.refusal {
+        None => {}
+        Some(Refusal::Rejected(m)) => {
+            out.push(1);
+            put_str16(&mut out, m);
+        }
+        Some(Refusal::InvalidCommand(m)) => {
+            out.push(2);
+            put_str16(&mut out, m);
+        }
+    }
     out
 }
 
 /// Decodes a command-id index entry of `command_id`.
 pub fn decode_command_id(command_id: &str, bytes: &[u8]) -> Result<CommandIdRecord, RecordError> {
     let mut r = Reader::new(bytes);
-    r.version()?;
+    let refused = match r.u8()? {
+        FORMAT_V1 => false,
+        REFUSAL_V1 => true,
+        v => return Err(RecordError(format!("unknown record format version {v}"))),
+    };
     let seq_nr = r.u64()?;
     let at_ms = r.u64()?;
     let mut digest = [0u8; 32];
     digest.copy_from_slice(r.take(32)?);
+    let refusal = if refused {
+        Some(match r.u8()? {
+            1 => Refusal::Rejected(r.str16()?),
+            2 => Refusal::InvalidCommand(r.str16()?),
+            k => return Err(RecordError(format!("unknown refusal kind {k}"))),
+        })
+    } else {
+        None
+    };
     r.end()?;
     Ok(CommandIdRecord {
         command_id: command_id.to_owned(),
         seq_nr,
         at_ms,
         digest,
+        refusal,
     })
 }
 
@@ -405,8 +453,13 @@ pub fn decode_timer(bytes: &[u8]) -> Result<(u64, u64, Vec<u8>), RecordError> {
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str) {
-    // Command ids and versions are bounded far below 64 KiB by validation.
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    // Command ids and versions are bounded far below 64 KiB by validation;
+    // a longer refusal message is cut at a character boundary.
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let bytes = &s.as_bytes()[..end];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }

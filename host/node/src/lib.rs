@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use stead_engine::{EngineParts, OsThreads, Shards, WorkerStats};
 use stead_journal::{
-    AsyncJournal, DeploymentStore, EntityKey, FenceToken, Inline, Journal, MemoryJournal, ShardId,
-    StoredEvent,
+    AsyncJournal, Cursor, DeploymentStore, EntityKey, FenceToken, Inline, Journal, MemoryJournal,
+    ShardId, StoredEvent,
 };
 use stead_journal_postgres::PostgresJournal;
 use stead_journal_sled::SledJournal;
@@ -41,6 +41,7 @@ mod courier;
 mod deployments;
 mod dispatch;
 mod submit;
+mod subscription;
 
 use courier::Courier;
 use deployments::{Poller, SharedDeployments};
@@ -50,6 +51,7 @@ use submit::Submitter;
 pub use courier::MessagingStats;
 pub use dispatch::{Delivery, DeliveryFuture, Dispatch};
 pub use submit::PendingReply;
+pub use subscription::{SubscribedEvent, Subscription};
 
 pub use stead_engine::{CommandReply, LeaseStatus, OutboxEvent};
 pub use stead_journal::JournalError;
@@ -563,6 +565,37 @@ impl Node {
         let key = self.entity_key(entity_type, entity_id)?;
         let rx = self.shards()?.seed(key, events)?;
         rx.blocking_recv().map_err(|_| NodeError::ShuttingDown)?
+    }
+
+    /// A subscription to every event of `entity_type` after `cursor` (a
+    /// cursor's text, as [`Subscription::cursor`] gives it; `None`: from the
+    /// start), in each shard's commit order, following new events.
+    pub fn subscribe(
+        &self,
+        entity_type: &str,
+        cursor: Option<&str>,
+    ) -> Result<Subscription, NodeError> {
+        if !self.types().iter().any(|t| t.name == entity_type) {
+            return Err(NodeError::UnknownType(entity_type.to_owned()));
+        }
+        let cursor = match cursor {
+            None => Cursor::start(),
+            Some(text) => {
+                Cursor::decode(text).map_err(|e| NodeError::InvalidCommand(e.to_string()))?
+            }
+        };
+        let count = self.config.shard_count;
+        if let Some(shard) = cursor.shards().find(|&s| s >= count) {
+            return Err(NodeError::InvalidCommand(format!(
+                "the cursor names shard {shard}; this cluster has {count} shards"
+            )));
+        }
+        Ok(Subscription::new(
+            self.journal.clone(),
+            entity_type,
+            count,
+            cursor,
+        ))
     }
 
     /// The entity's durable events with `seq_nr >= from`, at most `limit`.

@@ -51,6 +51,7 @@ enum Call {
     Append(Vec<EntityAppend>),
     LastSeqNr(EntityKey),
     ReadEvents(EntityKey, u64, usize),
+    ReadStream(String, Vec<(ShardId, u64)>, usize),
     SaveSnapshot(EntityKey, SnapshotRecord),
     LoadSnapshot(EntityKey),
     FindCommandIds(Vec<(EntityKey, String)>),
@@ -75,6 +76,7 @@ enum Answer {
     Appended(Vec<Result<(), AppendError>>),
     SeqNr(Result<u64, JournalError>),
     Events(Result<Vec<StoredEvent>, JournalError>),
+    Stream(Result<Vec<stead_journal::StreamEvent>, JournalError>),
     Snapshot(Result<Option<SnapshotRecord>, JournalError>),
     Found(Result<Vec<Option<CommandIdRecord>>, JournalError>),
     Expired(Result<usize, AppendError>),
@@ -482,6 +484,9 @@ impl Database {
             Call::LastSeqNr(key) => Answer::SeqNr(handle.last_seq_nr(&key)),
             Call::ReadEvents(key, from, limit) => {
                 Answer::Events(handle.read_events(&key, from, limit))
+            }
+            Call::ReadStream(entity_type, from, limit) => {
+                Answer::Stream(handle.read_stream(&entity_type, &from, limit))
             }
             Call::SaveSnapshot(key, snapshot) => {
                 Answer::Done(handle.save_snapshot(&key, &snapshot))

@@ -341,6 +341,7 @@ fn index_bytes_per_key(entity_type: &str) -> usize {
         seq_nr: 1,
         at_ms: 0,
         digest: [0; 32],
+        refusal: None,
     };
     stead_journal_sled::keys::command_key(&key, id).len()
         + stead_journal::record::encode_command_id(&record).len()

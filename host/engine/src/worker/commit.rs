@@ -1,5 +1,6 @@
 //! The end of a worker's batch: one journal append for every entity that
-//! has new events, then the replies, snapshots and the batch's reads.
+//! has new events or refusals to record, then the replies, snapshots and
+//! the batch's reads.
 //!
 //! Invariants: a reply leaves only after its entity's append returned `Ok`
 //! (or with that append's error); an entity whose append failed leaves
@@ -67,6 +68,9 @@ pub(crate) struct Pending {
     pub(crate) reply: Vec<u8>,
     pub(crate) seq_nr: u64,
     pub(crate) duplicate: bool,
+    /// The entity refused the command: this error is the reply, once the
+    /// refusal is recorded with the entity's append.
+    pub(crate) refused: Option<Error>,
     /// The command's digest when its id is the caller's.
     pub(crate) digest: Option<[u8; 32]>,
     pub(crate) span: Span,
@@ -190,7 +194,11 @@ impl Worker {
             } else {
                 self.serving(p.key.shard).err()
             };
-            let result = match failed.get(&p.key).or(unfenced.as_ref()) {
+            let result = match failed
+                .get(&p.key)
+                .or(unfenced.as_ref())
+                .or(p.refused.as_ref())
+            {
                 Some(error) => Err(error.clone()),
                 None => Ok(CommandReply {
                     reply: p.reply,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use stead_journal::{CommandIdRecord, EntityKey, EventRecord, OutboxSend, TimerWrite};
+use stead_journal::{CommandIdRecord, EntityKey, EventRecord, OutboxSend, Refusal, TimerWrite};
 use stead_runtime::{CommandCall, Deployment, GuestFault, GuestInstance, Rejection};
 
 use super::Worker;
@@ -101,7 +101,21 @@ struct Invoked {
     seq_nr: u64,
     reply: Vec<u8>,
     duplicate: bool,
+    /// The entity refused the command (now, or earlier under this id): the
+    /// error goes back once the refusal is recorded.
+    refused: Option<Error>,
 }
+
+/// An earlier outcome of a command id.
+enum Duplicate {
+    /// The command was accepted: the seq-nr of its last event and its reply.
+    Replied(u64, Vec<u8>),
+    /// The command was refused, when the entity was at this seq-nr.
+    Refused(u64, Error),
+}
+
+/// The longest refusal message the index keeps (a longer one is cut).
+const MAX_REFUSAL_BYTES: usize = 4096;
 
 impl Worker {
     /// Runs one command: its reply waits in `batch` for the append, or its
@@ -128,6 +142,7 @@ impl Worker {
                     reply: invoked.reply,
                     seq_nr: invoked.seq_nr,
                     duplicate: invoked.duplicate,
+                    refused: invoked.refused,
                     digest,
                     span,
                 });
@@ -149,14 +164,27 @@ impl Worker {
         let mut instance = self.instance_for(&key.entity_type)?;
         self.ensure_active(key, &mut instance).await?;
         // Deduplication: a command id already persisted for this entity gets
-        // the original reply and persists nothing.
-        if let Some((seq_nr, reply)) = self.find_duplicate(key, command_id, digest, batch).await? {
-            tracing::debug!(seq_nr, "duplicate command id: original reply");
-            return Ok(Invoked {
-                seq_nr,
-                reply,
-                duplicate: true,
-            });
+        // the original reply (or refusal) and persists nothing.
+        match self.find_duplicate(key, command_id, digest, batch).await? {
+            Some(Duplicate::Replied(seq_nr, reply)) => {
+                tracing::debug!(seq_nr, "duplicate command id: original reply");
+                return Ok(Invoked {
+                    seq_nr,
+                    reply,
+                    duplicate: true,
+                    refused: None,
+                });
+            }
+            Some(Duplicate::Refused(seq_nr, error)) => {
+                tracing::debug!(seq_nr, error = %error, "duplicate command id: original refusal");
+                return Ok(Invoked {
+                    seq_nr,
+                    reply: Vec::new(),
+                    duplicate: true,
+                    refused: Some(error),
+                });
+            }
+            None => {}
         }
         let entity = self.entities.get(key).ok_or_else(vanished)?;
         let seq_before = entity.seq_nr;
@@ -171,9 +199,9 @@ impl Worker {
         let decision = match instance.call(|i| i.decide(call, &entity.state, command, limits)) {
             Ok(Ok(decision)) => decision,
             Ok(Err(rejection)) => {
-                let error = refusal(key, rejection);
-                tracing::debug!(error = %error, "command refused");
-                return Err(error);
+                let deployment = instance.deployment.clone();
+                drop(instance);
+                return self.refuse(key, rejection, command_id, digest, deployment, batch);
             }
             Err(fault) => {
                 tracing::warn!(entity_type = %key.entity_type, entity_id = %key.entity_id, fault = %fault, "guest fault");
@@ -216,6 +244,7 @@ impl Worker {
                     seq_nr: seq_after,
                     at_ms: batch.now_ms,
                     digest: *digest,
+                    refusal: None,
                 });
             }
             // The snapshot policy and version of the code that ran last.
@@ -242,6 +271,56 @@ impl Worker {
             seq_nr: seq_after,
             reply: decision.reply,
             duplicate: false,
+            refused: None,
+        })
+    }
+
+    /// A command the guest refused. A caller-given id's refusal is recorded
+    /// in the index (an append without events) and the error waits for it:
+    /// a retry, or a late copy of the command, then gets the same refusal
+    /// instead of running against a state that may have changed since (a
+    /// saga told "refused" must never see the command applied later).
+    fn refuse(
+        &mut self,
+        key: &EntityKey,
+        rejection: Rejection,
+        command_id: &str,
+        digest: Option<&[u8; 32]>,
+        deployment: Arc<Deployment>,
+        batch: &mut Batch,
+    ) -> Result<Invoked, Error> {
+        let error = refusal(key, rejection);
+        tracing::debug!(error = %error, "command refused");
+        let record = match &error {
+            Error::Rejected(m) => Refusal::Rejected(bounded(m)),
+            Error::InvalidCommand(m) => Refusal::InvalidCommand(bounded(m)),
+            // A guest fault is not the entity's answer: not remembered.
+            _ => return Err(error),
+        };
+        let Some(digest) = digest else {
+            return Err(error);
+        };
+        let seq_nr = self.entities.get(key).ok_or_else(vanished)?.seq_nr;
+        let staged = batch.staged.entry(key.clone()).or_insert_with(|| Staged {
+            expected_seq_nr: seq_nr,
+            events: Vec::new(),
+            command_ids: Vec::new(),
+            sends: Vec::new(),
+            timers: Vec::new(),
+            deployment,
+        });
+        staged.command_ids.push(CommandIdRecord {
+            command_id: command_id.to_owned(),
+            seq_nr,
+            at_ms: batch.now_ms,
+            digest: *digest,
+            refusal: Some(record),
+        });
+        Ok(Invoked {
+            seq_nr,
+            reply: Vec::new(),
+            duplicate: false,
+            refused: Some(error),
         })
     }
 
@@ -291,24 +370,22 @@ impl Worker {
         command_id: &str,
         digest: Option<&[u8; 32]>,
         batch: &Batch,
-    ) -> Result<Option<(u64, Vec<u8>)>, Error> {
+    ) -> Result<Option<Duplicate>, Error> {
         let Some(entity) = self.entities.get(key) else {
             return Ok(None);
         };
         for seq_nr in entity.dedup.candidates(command_id) {
             if seq_nr > entity.durable_seq_nr {
                 // Persisted in this batch: its reply is pending here.
-                if let Some(p) = batch
-                    .pending
-                    .iter()
-                    .find(|p| !p.duplicate && p.key == *key && p.seq_nr == seq_nr)
-                {
+                if let Some(p) = batch.pending.iter().find(|p| {
+                    !p.duplicate && p.refused.is_none() && p.key == *key && p.seq_nr == seq_nr
+                }) {
                     if let (Some(theirs), Some(ours)) = (p.digest.as_ref(), digest)
                         && theirs != ours
                     {
                         return Err(reused(command_id));
                     }
-                    return Ok(Some((seq_nr, p.reply.clone())));
+                    return Ok(Some(Duplicate::Replied(seq_nr, p.reply.clone())));
                 }
                 continue;
             }
@@ -319,13 +396,22 @@ impl Worker {
                 {
                     return Err(reused(command_id));
                 }
-                return Ok(Some((seq_nr, reply)));
+                return Ok(Some(Duplicate::Replied(seq_nr, reply)));
             }
         }
         // Ids the host generated are unique: only a caller's can come back.
         let Some(digest) = digest else {
             return Ok(None);
         };
+        if let Some(staged) = batch.staged.get(key)
+            && let Some(refused) = staged
+                .command_ids
+                .iter()
+                .find(|c| c.command_id == command_id && c.refusal.is_some())
+        {
+            // Refused earlier in this batch.
+            return remembered(refused, command_id, digest).map(Some);
+        }
         if let Some(staged) = batch.staged.get(key)
             && let Some(i) = staged
                 .events
@@ -339,7 +425,7 @@ impl Worker {
                 return Err(reused(command_id));
             }
             let reply = staged.events[i].reply.clone().unwrap_or_default();
-            return Ok(Some((seq_nr, reply)));
+            return Ok(Some(Duplicate::Replied(seq_nr, reply)));
         }
         let indexed = match batch.indexed.get(&(key.clone(), command_id.to_owned())) {
             Some(prefetched) => prefetched.clone(),
@@ -353,13 +439,16 @@ impl Worker {
             // Past the horizon (not yet swept): a new command.
             return Ok(None);
         }
+        if indexed.refusal.is_some() {
+            return remembered(&indexed, command_id, digest).map(Some);
+        }
         if indexed.digest != *digest {
             return Err(reused(command_id));
         }
         Ok(self
             .stored_reply(key, command_id, indexed.seq_nr)
             .await?
-            .map(|reply| (indexed.seq_nr, reply)))
+            .map(|reply| Duplicate::Replied(indexed.seq_nr, reply)))
     }
 
     /// The index entry of one caller-given command id.
@@ -424,6 +513,33 @@ fn reused(command_id: &str) -> Error {
     Error::IdempotencyKeyReused(format!(
         "command id `{command_id}` was used for a different command of this entity; a retry must repeat the command exactly, a new command needs a new id"
     ))
+}
+
+/// The refusal remembered under a command id, if the retry carries the
+/// same command.
+fn remembered(
+    record: &CommandIdRecord,
+    command_id: &str,
+    digest: &[u8; 32],
+) -> Result<Duplicate, Error> {
+    if record.digest != *digest {
+        return Err(reused(command_id));
+    }
+    let error = match &record.refusal {
+        Some(Refusal::Rejected(m)) => Error::Rejected(m.clone()),
+        Some(Refusal::InvalidCommand(m)) => Error::InvalidCommand(m.clone()),
+        None => return Err(Error::Internal("a refusal without its refusal".into())),
+    };
+    Ok(Duplicate::Refused(record.seq_nr, error))
+}
+
+/// `message`, cut at a character boundary to what the index keeps.
+fn bounded(message: &str) -> String {
+    let mut end = message.len().min(MAX_REFUSAL_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_owned()
 }
 
 fn vanished() -> Error {

@@ -261,6 +261,52 @@ fn a_rejection_consistent_with_some_point_of_its_window_is_accepted() {
 }
 
 #[test]
+fn a_retried_refusal_is_one_refusal_placed_at_its_first_try() {
+    // The first try was refused at balance 0 (its answer lost); the retry,
+    // after a deposit, gets the remembered refusal, not a new decision.
+    let mut b = opened();
+    let short = "insufficient funds: balance is 0, withdrawal is 3";
+    b.with_id("k", 1, withdraw(3), 20, 25, unknown());
+    b.at(2, deposit(5), 30, 40, ok(5, 2));
+    b.with_id("k", 1, withdraw(3), 50, 60, rejected(short));
+    b.with_id("k", 3, withdraw(3), 70, 80, rejected(short));
+    assert_linearizable(&b.history);
+    // Without the first try, the retry's window sees only balance 5.
+    let mut b = opened();
+    b.at(2, deposit(5), 30, 40, ok(5, 2));
+    b.with_id("k", 1, withdraw(3), 50, 60, rejected(short));
+    assert_eq!(violation(&b.history).kind, ViolationKind::NotLinearizable);
+}
+
+#[test]
+fn an_id_both_refused_and_applied_or_refused_for_two_reasons_is_caught() {
+    let mut b = opened();
+    b.with_id(
+        "k",
+        1,
+        withdraw(3),
+        20,
+        30,
+        rejected("insufficient funds: balance is 0, withdrawal is 3"),
+    );
+    b.at(2, deposit(5), 40, 50, ok(5, 2));
+    b.with_id("k", 1, withdraw(3), 60, 70, ok(2, 3));
+    let v = violation(&b.history);
+    assert_eq!(v.kind, ViolationKind::DuplicateMismatch);
+    let mut b = opened();
+    b.with_id(
+        "k",
+        1,
+        withdraw(3),
+        20,
+        30,
+        rejected("insufficient funds: balance is 0, withdrawal is 3"),
+    );
+    b.with_id("k", 2, withdraw(3), 40, 50, rejected("account is not open"));
+    assert_eq!(violation(&b.history).kind, ViolationKind::DuplicateMismatch);
+}
+
+#[test]
 fn a_rejection_no_state_explains_is_caught_without_a_search() {
     let mut b = opened();
     b.at(2, deposit(5), 20, 30, rejected("insufficient funds"));

@@ -8,10 +8,11 @@ use std::path::Path;
 
 mod model;
 mod outbox;
+mod stream;
 
 use crate::{
     AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken, Journal,
-    SnapshotRecord,
+    Refusal, SnapshotRecord,
 };
 
 /// An event record with `command_id` and `payload`, no reply.
@@ -46,6 +47,7 @@ pub fn command_id(command_id: &str, seq_nr: u64, at_ms: u64, digest: u8) -> Comm
         seq_nr,
         at_ms,
         digest: [digest; 32],
+        refusal: None,
     }
 }
 
@@ -112,6 +114,10 @@ pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
             command_ids_are_indexed_with_their_events_and_survive_a_reopen,
         ),
         (
+            "a_refusal_is_indexed_without_events_fenced_and_sequence_checked",
+            a_refusal_is_indexed_without_events_fenced_and_sequence_checked,
+        ),
+        (
             "a_command_id_indexed_outside_its_append_is_invalid",
             a_command_id_indexed_outside_its_append_is_invalid,
         ),
@@ -138,6 +144,10 @@ pub fn run_cases<J: Journal>(open: Opener<'_, J>) {
         (
             "sends_and_timers_are_written_with_their_events_and_removed_only_under_the_fence",
             outbox::sends_and_timers_are_written_with_their_events_and_removed_only_under_the_fence,
+        ),
+        (
+            "a_types_stream_follows_commit_order_per_shard_and_resumes_from_any_position",
+            stream::a_types_stream_follows_commit_order_per_shard_and_resumes_from_any_position,
         ),
     ];
     for (name, case) in cases {
@@ -417,6 +427,131 @@ fn command_ids_are_indexed_with_their_events_and_survive_a_reopen<J: Journal>(op
         Ok(Some(command_id("k1", 2, 100, 1))),
         "an acknowledged index entry survives a reopen"
     );
+}
+
+fn a_refusal_is_indexed_without_events_fenced_and_sequence_checked<J: Journal>(
+    open: Opener<'_, J>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = EntityKey::new(0, "t", "refuses");
+    let unborn = EntityKey::new(0, "t", "never-written");
+    let refusal = |id: &str, seq_nr: u64, r: Refusal| CommandIdRecord {
+        refusal: Some(r),
+        ..command_id(id, seq_nr, 50, 9)
+    };
+    let refusals =
+        |key: &EntityKey, expected: u64, fence: FenceToken, ids: Vec<CommandIdRecord>| {
+            EntityAppend {
+                events: Vec::new(),
+                command_ids: ids,
+                ..append(key, expected, fence, &[])
+            }
+        };
+    let rejected = refusal("r1", 2, Refusal::Rejected("insufficient funds".into()));
+    let invalid = refusal("r2", 0, Refusal::InvalidCommand("unknown variant".into()));
+    {
+        let j = open(dir.path());
+        let fence = j.claim_shards(&[0]).expect("claim")[0];
+        assert_eq!(
+            j.append(vec![append(&key, 0, fence, &["a", "b"])]),
+            vec![Ok(())]
+        );
+        assert_eq!(
+            j.append(vec![
+                refusals(&key, 2, fence, vec![rejected.clone()]),
+                refusals(&unborn, 0, fence, vec![invalid.clone()]),
+            ]),
+            vec![Ok(()), Ok(())],
+            "an append of refusals alone is accepted"
+        );
+        assert_eq!(j.find_command_id(&key, "r1"), Ok(Some(rejected.clone())));
+        assert_eq!(j.find_command_id(&unborn, "r2"), Ok(Some(invalid.clone())));
+        assert_eq!(j.last_seq_nr(&key), Ok(2), "a refusal appends no event");
+        assert_eq!(j.last_seq_nr(&unborn), Ok(0));
+        assert_eq!(
+            j.entities_in_shard(0),
+            Ok(vec![("t".to_owned(), "refuses".to_owned())]),
+            "an entity that only refused is not listed"
+        );
+        // Sequence-checked and fenced like any append; nothing indexed.
+        let stale = refusals(
+            &key,
+            1,
+            fence,
+            vec![refusal("r3", 1, Refusal::Rejected("x".into()))],
+        );
+        let foreign = FenceToken {
+            shard: 0,
+            epoch: fence.epoch + 1,
+        };
+        let fenced = refusals(
+            &key,
+            2,
+            foreign,
+            vec![refusal("r4", 2, Refusal::Rejected("y".into()))],
+        );
+        let refused = j.append(vec![stale, fenced]);
+        assert!(
+            matches!(
+                refused[..],
+                [
+                    Err(AppendError::Conflict { .. }),
+                    Err(AppendError::Fenced { .. })
+                ]
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(j.find_command_id(&key, "r3"), Ok(None));
+        assert_eq!(j.find_command_id(&key, "r4"), Ok(None));
+        // Without events, only refusals: an accepted id, a send or a
+        // refusal past the entity's last seq-nr is invalid.
+        let mut with_send = refusals(
+            &key,
+            2,
+            fence,
+            vec![refusal("r5", 2, Refusal::Rejected("z".into()))],
+        );
+        with_send.sends = vec![crate::OutboxSend {
+            seq_nr: 2,
+            index: 0,
+            send: stead_types::effects::SendCommand {
+                entity_type: "t".into(),
+                entity_id: "other".into(),
+                command: b"{}".to_vec(),
+                on_accepted: None,
+                on_refused: None,
+            },
+        }];
+        for bad in [
+            refusals(&key, 2, fence, vec![command_id("r6", 2, 1, 1)]),
+            refusals(&key, 2, fence, Vec::new()),
+            refusals(
+                &key,
+                2,
+                fence,
+                vec![refusal("r7", 3, Refusal::Rejected("late".into()))],
+            ),
+            with_send,
+        ] {
+            assert!(
+                matches!(j.append(vec![bad])[..], [Err(AppendError::Invalid { .. })]),
+                "an append without events holds refusals only"
+            );
+        }
+        assert_eq!(
+            j.append(vec![append(&key, 2, fence, &["c"])]),
+            vec![Ok(())],
+            "the entity's sequence goes on from where the refusal found it"
+        );
+    }
+    let j = open(dir.path());
+    assert_eq!(
+        j.find_command_id(&key, "r1"),
+        Ok(Some(rejected)),
+        "survives a reopen"
+    );
+    assert_eq!(j.find_command_id(&unborn, "r2"), Ok(Some(invalid)));
+    assert_eq!(j.read_outbox(0, None, 10).map(|s| s.len()), Ok(0));
 }
 
 fn a_command_id_indexed_outside_its_append_is_invalid<J: Journal>(open: Opener<'_, J>) {

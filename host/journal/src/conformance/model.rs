@@ -41,8 +41,8 @@ use stead_types::effects::{SendCommand, Timer, TimerChange};
 
 use crate::{
     Answer, AppendError, CommandIdRecord, EntityAppend, EntityKey, EventRecord, FenceToken,
-    FiredTimer, Journal, JournalError, OutboxSend, PendingSend, PendingTimer, SendId, ShardId,
-    SnapshotRecord, StoredEvent, TimerWrite,
+    FiredTimer, Journal, JournalError, OutboxSend, PendingSend, PendingTimer, Refusal, SendId,
+    ShardId, SnapshotRecord, StoredEvent, TimerWrite,
 };
 
 const SHARDS: ShardId = 3;
@@ -87,6 +87,8 @@ struct Model {
     outbox: BTreeMap<SendId, (SendCommand, Option<Answer>)>,
     /// (entity, timer name) -> (seq-nr that set it, timer).
     timers: BTreeMap<(EntityKey, String), (u64, Timer)>,
+    /// Each shard's events in commit order: (entity, seq-nr).
+    streams: BTreeMap<ShardId, Vec<(EntityKey, u64)>>,
 }
 
 impl Model {
@@ -148,6 +150,10 @@ impl Model {
             .entry(key.clone())
             .or_default()
             .extend(append.events.iter().cloned());
+        let stream = self.streams.entry(key.shard).or_default();
+        for seq_nr in actual + 1..=actual + append.events.len() as u64 {
+            stream.push((key.clone(), seq_nr));
+        }
         for record in &append.command_ids {
             self.command_ids
                 .insert((key.clone(), record.command_id.clone()), record.clone());
@@ -339,6 +345,11 @@ enum Op {
     },
     LastSeqNr(usize),
     EntitiesInShard(ShardId),
+    /// Reads a type's whole stream in pages of this many events per shard.
+    ReadStream {
+        type_index: usize,
+        page: usize,
+    },
     Claim(Vec<ShardId>),
     /// Releases the held leases of these shards.
     Release(Vec<ShardId>),
@@ -476,6 +487,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(entity, from, limit)| Op::ReadEvents { entity, from, limit }),
         2 => (0..ENTITIES).prop_map(Op::LastSeqNr),
         2 => (0..SHARDS).prop_map(Op::EntitiesInShard),
+        2 => (0..TYPES.len(), prop_oneof![1usize..3, Just(1000usize)])
+            .prop_map(|(type_index, page)| Op::ReadStream { type_index, page }),
         1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Claim),
         1 => prop::sample::subsequence(all_shards(), 1..=SHARDS as usize).prop_map(Op::Release),
         3 => (0..ENTITIES, prop::sample::select(COMMAND_IDS.to_vec()))
@@ -565,10 +578,13 @@ fn resolve(spec: &AppendSpec, model: &Model, earlier: &[EntityAppend]) -> Entity
         .zip(COMMAND_IDS)
         .map(|(&(position, at_ms, digest), command_id)| CommandIdRecord {
             command_id: command_id.to_owned(),
-            // Position 0 is outside the append: refused as invalid.
+            // Position 0 is outside the append (refused as invalid), except
+            // for a refusal, which is indexed at the last seq-nr.
             seq_nr: expected_seq_nr.saturating_add(position.min(last)),
             at_ms,
             digest: [digest; 32],
+            // One in four is a refusal (alone, an append without events).
+            refusal: (digest % 4 == 0).then(|| Refusal::Rejected(format!("no {digest}"))),
         })
         .collect();
     // Position 0 is outside the append: refused as invalid.
@@ -618,6 +634,63 @@ fn resolve(spec: &AppendSpec, model: &Model, earlier: &[EntityAppend]) -> Entity
         sends,
         timers,
     }
+}
+
+/// A type's stream as the model has it: per shard, (id, seq-nr, record).
+fn model_stream(model: &Model, entity_type: &str) -> Vec<(ShardId, String, u64, EventRecord)> {
+    let mut out = Vec::new();
+    for shard in all_shards() {
+        for (key, seq_nr) in model.streams.get(&shard).into_iter().flatten() {
+            if key.entity_type == entity_type {
+                let record = model.events[key][(*seq_nr - 1) as usize].clone();
+                out.push((shard, key.entity_id.clone(), *seq_nr, record));
+            }
+        }
+    }
+    out
+}
+
+/// A type's whole stream read in pages of `page` events per shard, each
+/// shard resumed from the last position it returned; positions must grow.
+fn read_whole_stream<J: Journal>(
+    journal: &J,
+    entity_type: &str,
+    page: usize,
+) -> Result<Vec<(ShardId, String, u64, EventRecord)>, String> {
+    let mut cursors: BTreeMap<ShardId, u64> = all_shards().into_iter().map(|s| (s, 0)).collect();
+    let mut per_shard: BTreeMap<ShardId, Vec<(ShardId, String, u64, EventRecord)>> =
+        BTreeMap::new();
+    while !cursors.is_empty() {
+        let from: Vec<(ShardId, u64)> = cursors.iter().map(|(s, p)| (*s, *p)).collect();
+        let events = journal
+            .read_stream(entity_type, &from, page)
+            .map_err(|e| e.to_string())?;
+        let mut counts: BTreeMap<ShardId, usize> = BTreeMap::new();
+        for e in events {
+            let at = cursors
+                .get_mut(&e.shard)
+                .ok_or_else(|| format!("an event of shard {} not asked for", e.shard))?;
+            if e.position <= *at {
+                return Err(format!(
+                    "position {} after {} in shard {}",
+                    e.position, at, e.shard
+                ));
+            }
+            *at = e.position;
+            *counts.entry(e.shard).or_default() += 1;
+            per_shard.entry(e.shard).or_default().push((
+                e.shard,
+                e.entity_id,
+                e.event.seq_nr,
+                e.event.record,
+            ));
+        }
+        if counts.values().any(|&n| n > page) {
+            return Err(format!("a page over its limit {page}: {counts:?}"));
+        }
+        cursors.retain(|shard, _| counts.get(shard).copied().unwrap_or(0) == page);
+    }
+    Ok(per_shard.into_values().flatten().collect())
 }
 
 /// Every pending send and timer of `shard`, read in pages of `page`,
@@ -802,6 +875,16 @@ fn run<J: Journal>(open: Opener<'_, J>, ops: &[Op]) -> Result<(), TestCaseError>
                 prop_assert_eq!(
                     journal.last_seq_nr(&key),
                     Ok(model.last_seq_nr(&key)),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::ReadStream { type_index, page } => {
+                let entity_type = TYPES[*type_index % TYPES.len()];
+                prop_assert_eq!(
+                    read_whole_stream(&journal, entity_type, *page),
+                    Ok(model_stream(&model, entity_type)),
                     "step {}: {:?}",
                     step,
                     op

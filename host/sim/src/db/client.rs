@@ -6,6 +6,7 @@
 //! another call's result.
 
 use super::*;
+use stead_journal::StreamEvent;
 
 /// A node's client of the [`Database`].
 pub struct DbJournal {
@@ -151,6 +152,25 @@ impl AsyncJournal for DbJournal {
         Box::pin(async move {
             match call.await? {
                 Answer::Events(r) => r,
+                _ => Err(wrong()),
+            }
+        })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        entity_type: &'a str,
+        from: &'a [(ShardId, u64)],
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<StreamEvent>, JournalError>> {
+        let call = self.call(Call::ReadStream(
+            entity_type.to_owned(),
+            from.to_vec(),
+            limit,
+        ));
+        Box::pin(async move {
+            match call.await? {
+                Answer::Stream(r) => r,
                 _ => Err(wrong()),
             }
         })
