@@ -80,6 +80,48 @@ impl proto::entities_server::Entities for EntitiesService {
     }
 
     type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+    type SubscribeStream =
+        Pin<Box<dyn Stream<Item = Result<proto::SubscribedEvent, Status>> + Send>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let req = request.into_inner();
+        let cursor = (!req.cursor.is_empty()).then_some(req.cursor.as_str());
+        let subscription = self
+            .state
+            .node
+            .subscribe(&req.entity_type, cursor)
+            .map_err(|e| to_status(&e))?;
+        tracing::info!(entity_type = %req.entity_type, cursor = ?cursor, "subscription opened (gRPC)");
+        // Pulled by tonic as the client reads (HTTP/2 flow control).
+        let events = futures_util::stream::unfold(Some(subscription), |state| async move {
+            let mut sub = state?;
+            match sub.next().await {
+                Ok(e) => {
+                    let cursor = if sub.has_buffered() {
+                        String::new()
+                    } else {
+                        sub.cursor().to_string()
+                    };
+                    let message = proto::SubscribedEvent {
+                        entity_type: e.entity_type,
+                        entity_id: e.entity_id,
+                        seq_nr: e.seq_nr,
+                        shard: e.shard,
+                        position: e.position,
+                        timestamp_ms: e.timestamp_ms,
+                        event_json: String::from_utf8_lossy(&e.payload).into_owned(),
+                        cursor,
+                    };
+                    Some((Ok(message), Some(sub)))
+                }
+                Err(e) => Some((Err(to_status(&e)), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
 
     async fn stream_events(
         &self,

@@ -191,6 +191,60 @@ pub(crate) async fn client(cli: Cli) -> Result<()> {
                 println!("(no events)");
             }
         }
+        Command::Subscribe {
+            entity_type,
+            cursor,
+            count,
+        } => {
+            let mut at = match &cursor {
+                Some(text) => stead_journal::Cursor::decode(text)?,
+                None => stead_journal::Cursor::start(),
+            };
+            let mut stream = entities
+                .subscribe(proto::SubscribeRequest {
+                    entity_type,
+                    cursor: cursor.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut seen = 0u64;
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            while count.is_none_or(|n| seen < n) {
+                let event = tokio::select! {
+                    next = stream.message() => match next.map_err(status_error)? {
+                        Some(event) => event,
+                        None => break,
+                    },
+                    _ = &mut ctrl_c => break,
+                };
+                seen += 1;
+                // Exact: the cursor after every event, whatever the stream's.
+                at.advance(event.shard, event.position);
+                if json {
+                    let payload: serde_json::Value = serde_json::from_str(&event.event_json)
+                        .unwrap_or(serde_json::Value::String(event.event_json));
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "entity_id": event.entity_id,
+                            "seq_nr": event.seq_nr,
+                            "shard": event.shard,
+                            "position": event.position,
+                            "timestamp_ms": event.timestamp_ms,
+                            "event": payload,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}  #{}  {}",
+                        event.entity_id, event.seq_nr, event.event_json
+                    );
+                }
+            }
+            eprintln!("cursor: {at}");
+        }
         Command::Types => {
             let types = admin
                 .list_types(proto::ListTypesRequest {})

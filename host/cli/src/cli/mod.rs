@@ -102,6 +102,19 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1)]
         from: u64,
     },
+    /// Follow every event of an entity type: history from the cursor (the
+    /// start without one), then new events as they commit. On Ctrl-C, or
+    /// after `--count` events, prints the cursor to resume from (stderr).
+    Subscribe {
+        #[arg(value_name = "TYPE")]
+        entity_type: String,
+        /// Resume after this cursor (`v1.shard:position,...`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// List the deployed entity types.
     Types,
     /// Show the node's version, data directory, shards and load.
