@@ -30,6 +30,8 @@ struct Sizes {
     forwarded_commands: usize,
     transfers: usize,
     timers: usize,
+    /// Events a subscriber reads catching up, and again following.
+    subscribe_events: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -45,6 +47,7 @@ const FULL: Sizes = Sizes {
     forwarded_commands: 5_000,
     transfers: 20_000,
     timers: 100_000,
+    subscribe_events: 100_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -60,6 +63,7 @@ const QUICK: Sizes = Sizes {
     forwarded_commands: 1_000,
     transfers: 3_000,
     timers: 10_000,
+    subscribe_events: 10_000,
 };
 
 fn ensure_wrk() -> Result<()> {
@@ -259,6 +263,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
                 ("--entities", sizes.recovery_entities),
             ],
         ),
+        ("subscribe", vec![("--events", sizes.subscribe_events)]),
     ];
     for (scenario, options) in in_process {
         let mut args = vec![

@@ -18,7 +18,9 @@
 //! | anything else | `internal` | 500 | INTERNAL |
 //! | admin token missing or wrong ([`super::auth`]) | `unauthenticated` | 401 + `WWW-Authenticate` | UNAUTHENTICATED |
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use stead_journal::JournalError;
 use stead_node::NodeError;
@@ -120,6 +122,24 @@ pub fn outcome_label(result: &Result<impl Sized, NodeError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(e) => classify(e).code,
+    }
+}
+
+/// An error as the HTTP routes answer it: the JSON body and status of
+/// [`classify`], `Retry-After: 1` on 503.
+pub(crate) struct ApiError(pub(crate) NodeError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let class = classify(&self.0);
+        let body = json!({"error": {"code": class.code, "message": self.0.to_string()}});
+        let mut response = (class.http, axum::Json(body)).into_response();
+        if class.http == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::errors::{classify, outcome_label};
+use super::errors::{ApiError, outcome_label};
 use super::{ApiState, MAX_COMPONENT_BYTES};
 use stead_node::{NodeError, TypeInfo};
 
@@ -64,23 +64,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
-}
-
-/// An error as the JSON body and status of [`super::errors`].
-pub(crate) struct ApiError(pub(crate) NodeError);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let class = classify(&self.0);
-        let body = json!({"error": {"code": class.code, "message": self.0.to_string()}});
-        let mut response = (class.http, axum::Json(body)).into_response();
-        if class.http == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
 }
 
 /// The JSON error for a `{entity_type}/{entity_id}` axum cannot extract (a

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiState;
-use super::http::ApiError;
+use super::errors::ApiError;
 use stead_node::{NodeError, SubscribedEvent, Subscription};
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ pub mod failover;
 pub mod inprocess;
 pub mod messaging;
 pub mod network;
+pub mod subscribe;
 pub mod takeover;
 
 use std::time::Duration;

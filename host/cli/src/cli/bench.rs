@@ -117,6 +117,14 @@ enum BenchScenario {
         #[arg(long, default_value_t = 100_000)]
         timers: usize,
     },
+    /// In process: events/s to one subscriber catching up and following
+    /// while the node serves commands; the delay from command to subscriber.
+    Subscribe {
+        #[arg(long)]
+        component: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
     /// In process: activation of a long history; restart over many entities.
     Recovery {
         #[arg(long)]
@@ -248,6 +256,9 @@ pub(crate) fn bench(args: BenchArgs, addr: &str, json: bool) -> Result<()> {
             transfers.max(1),
             timers.max(1),
         )?,
+        BenchScenario::Subscribe { component, events } => {
+            crate::bench::subscribe::subscribe(&args.work_dir, &component, events.max(1))?
+        }
     };
     if json {
         println!("{}", serde_json::to_string(&figures)?);
