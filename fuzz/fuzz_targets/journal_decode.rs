@@ -104,12 +104,7 @@ fn check_key(data: &[u8]) {
         } => keys::expiry_key(*shard, *at_ms, *unique),
         DecodedKey::Outbox(key, seq_nr, index) => keys::outbox_key(key, *seq_nr, *index),
         DecodedKey::Timer(key, name) => keys::timer_key(key, name),
-        DecodedKey::Stream {
-            shard,
-            entity_type,
-            position,
-        } => keys::stream_key(entity_type, *shard, *position),
-        DecodedKey::Position(shard) => keys::position_key(*shard),
+        DecodedKey::Stream { shard, position } => keys::stream_key(*shard, *position),
     };
     assert_eq!(encoded, data, "key {decoded:?} re-encodes differently");
     assert_eq!(keys::decode(&encoded), Ok(decoded));

@@ -15,10 +15,9 @@
 //!                        send, `record::encode_send`)
 //!         | 0x06 timer: key ends in name:str (value: seq-nr that set it,
 //!                        fire-at, command: `record::encode_timer`)
-//! stream  = shard:u32be 0x07 type:str position:u64be (value: the event's
-//!           id:str and seq:u64be): a type's events in the shard's stream
-//!           order (see `stream`)
-//! position= shard:u32be 0x08 (value: the shard's last stream position)
+//! stream  = shard:u32be 0x07 position:u64be (value: the runs of events
+//!           one batch appended to the shard, their positions ending at the
+//!           key's; see `stream`): one key per shard per batch, not per event
 //! expiry  = shard:u32be 0x04 at_ms:u64be unique:u64be (value: the list of
 //!           (type, id, command id) one append indexed in the shard at that
 //!           time): one key per shard per append, not per command (keys of
@@ -49,7 +48,6 @@ pub const SECTION_EXPIRY: u8 = 0x04;
 pub const SECTION_OUTBOX: u8 = 0x05;
 pub const SECTION_TIMER: u8 = 0x06;
 pub const SECTION_STREAM: u8 = 0x07;
-pub const SECTION_POSITION: u8 = 0x08;
 
 /// The sequence number in the key of an entity's tail page.
 pub const TAIL: u64 = u64::MAX;
@@ -130,17 +128,12 @@ pub fn timer_key(key: &EntityKey, name: &str) -> Vec<u8> {
     out
 }
 
-/// The key of a type's event at `position` of `shard`'s stream.
-pub fn stream_key(entity_type: &str, shard: ShardId, position: u64) -> Vec<u8> {
+/// The key of the batch entry of `shard`'s stream whose last position is
+/// `position`.
+pub fn stream_key(shard: ShardId, position: u64) -> Vec<u8> {
     let mut out = section_prefix(shard, SECTION_STREAM);
-    push_str(&mut out, entity_type);
     out.extend_from_slice(&position.to_be_bytes());
     out
-}
-
-/// The key of `shard`'s last stream position.
-pub fn position_key(shard: ShardId) -> Vec<u8> {
-    section_prefix(shard, SECTION_POSITION)
 }
 
 /// The key of one append's expiry list in `shard`: its time and a number
@@ -206,10 +199,8 @@ pub enum DecodedKey {
     },
     Stream {
         shard: ShardId,
-        entity_type: String,
         position: u64,
     },
-    Position(ShardId),
 }
 
 /// Decodes any journal key, refusing anything malformed or with trailing bytes.
@@ -229,24 +220,14 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedKey, KeyError> {
             unique,
         });
     }
-    if section == SECTION_POSITION {
-        if r.pos != bytes.len() {
-            return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
-        }
-        return Ok(DecodedKey::Position(shard));
-    }
-    let entity_type = r.string()?;
     if section == SECTION_STREAM {
         let position = u64::from_be_bytes(r.array::<8>()?);
         if r.pos != bytes.len() {
             return Err(KeyError(format!("{} trailing bytes", bytes.len() - r.pos)));
         }
-        return Ok(DecodedKey::Stream {
-            shard,
-            entity_type,
-            position,
-        });
+        return Ok(DecodedKey::Stream { shard, position });
     }
+    let entity_type = r.string()?;
     let entity_id = r.string()?;
     let key = EntityKey {
         shard,

@@ -431,8 +431,9 @@ impl SledJournal {
         if !results.iter().any(Result::is_ok) {
             return (results, None);
         }
-        // Stream positions, in the order of the call (stripes held).
-        let mut positions: BTreeMap<ShardId, u64> = BTreeMap::new();
+        // Stream positions, in the order of the call (stripes held): the
+        // runs of each shard under one key.
+        let mut runs: BTreeMap<ShardId, Vec<stream::Run>> = BTreeMap::new();
         for (append, result) in appends.iter().zip(results.iter_mut()) {
             if result.is_err() || append.events.is_empty() {
                 continue;
@@ -442,19 +443,22 @@ impl SledJournal {
                 *result = Err(AppendError::Storage(e));
                 continue;
             }
-            let n = append.events.len() as u64;
-            let first = self.lock_streams().assign(shard, n);
-            for (i, seq_nr) in (append.expected_seq_nr + 1..=append.expected_seq_nr + n).enumerate()
-            {
-                batch.insert(
-                    keys::stream_key(&append.key.entity_type, shard, first + i as u64),
-                    stream::encode_pointer(&append.key.entity_id, seq_nr),
-                );
-            }
-            positions.insert(shard, first + n - 1);
+            runs.entry(shard).or_default().push(stream::Run {
+                entity_type: append.key.entity_type.clone(),
+                entity_id: append.key.entity_id.clone(),
+                first_seq: append.expected_seq_nr + 1,
+                count: u32::try_from(append.events.len()).unwrap_or(u32::MAX),
+            });
         }
-        for (&shard, &last) in &positions {
-            batch.insert(keys::position_key(shard), &last.to_be_bytes()[..]);
+        let mut positions: BTreeMap<ShardId, u64> = BTreeMap::new();
+        {
+            let mut streams = self.lock_streams();
+            for (shard, runs) in &runs {
+                let n: u64 = runs.iter().map(|r| u64::from(r.count)).sum();
+                let last = streams.assign(*shard, n);
+                batch.insert(keys::stream_key(*shard, last), stream::encode_runs(runs));
+                positions.insert(*shard, last);
+            }
         }
         for ((shard, at_ms), entries) in expiring {
             let unique = self.expiry_unique.fetch_add(1, Ordering::Relaxed);

@@ -1,20 +1,24 @@
 //! Shard streams in sled: positions, their durable watermark, and reads.
 //!
-//! Each event appended gets the next position of its shard, written in the
-//! same batch as the event: a stream key `shard 0x07 type position` whose
-//! value points at the event (`id:str16 seq:u64be`), and the shard's last
-//! position under `shard 0x08`. Positions are assigned under the shard's
-//! apply stripe, so they follow commit order.
+//! The events one batch appends to a shard get the shard's next positions,
+//! in the order of the call, and **one** key records them, written in the
+//! same batch: `shard 0x07 last-position`, whose value lists the batch's
+//! runs of events in that shard (`type id first-seq count` each); the runs'
+//! positions are contiguous and end at the key's. One key per shard per
+//! batch, not per event: a key per event halved the engine's throughput.
+//! Keyed by the *last* position, like event pages, a forward range from a
+//! position starts at the entry holding it. Positions are assigned under
+//! the shard's apply stripe, so they follow commit order.
 //!
 //! Invariant: a reader sees positions up to the shard's **durable
 //! watermark** only, raised after the flush that made them durable. A
 //! position applied but lost to a crash before its flush is never read, so
 //! reusing it after the restart cannot make a cursor skip an event.
 //!
-//! A journal written before streams has no `0x08` key for a shard: its
-//! events are given positions in (type, id, seq-nr) order the first time
-//! the shard's stream is loaded (each entity's order is kept; the order
-//! between entities of that history is not known).
+//! A journal written before streams has entities but no stream entry in a
+//! shard: its events get positions, one entry per entity in (type, id)
+//! order, the first time the shard's stream is loaded (each entity's order
+//! is kept; the order between entities of that history is not known).
 
 use std::collections::HashMap;
 
@@ -38,6 +42,15 @@ pub(crate) struct Streams {
     shards: HashMap<ShardId, ShardStream>,
 }
 
+/// A run of one entity's events in a batch entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) entity_type: String,
+    pub(crate) entity_id: String,
+    pub(crate) first_seq: u64,
+    pub(crate) count: u32,
+}
+
 impl Streams {
     /// The stream of `shard` if loaded.
     pub(crate) fn get(&self, shard: ShardId) -> Option<ShardStream> {
@@ -50,14 +63,16 @@ impl Streams {
     /// when it was opened is durable (the journal syncs at open), and the
     /// caller holds the shard's apply stripe, so nothing newer is there.
     pub(crate) fn read(store: &Store, shard: ShardId) -> Result<(u64, bool), JournalError> {
-        match store
-            .journal
-            .get(keys::position_key(shard))
-            .map_err(|e| sled_error("reading a stream position", e))?
-        {
-            Some(v) => Ok((decode_u64(&v, &keys::position_key(shard))?, false)),
-            None => Ok((backfill(store, shard)?, true)),
+        let prefix = keys::section_prefix(shard, keys::SECTION_STREAM);
+        if let Some(item) = store.journal.scan_prefix(&prefix).next_back() {
+            let (k, _) = item.map_err(|e| sled_error("reading a stream position", e))?;
+            return Ok((position_of(&k)?, false));
         }
+        let entities = keys::section_prefix(shard, keys::SECTION_ENTITY);
+        if store.journal.scan_prefix(&entities).next().is_none() {
+            return Ok((0, false));
+        }
+        Ok((backfill(store, shard)?, true))
     }
 
     /// Caches a shard's stream read by [`Streams::read`] (durable).
@@ -68,15 +83,14 @@ impl Streams {
         });
     }
 
-    /// Assigns the next `n` positions of a loaded `shard`; the first.
+    /// Assigns the next `n` positions of a loaded `shard`; the last.
     pub(crate) fn assign(&mut self, shard: ShardId, n: u64) -> u64 {
         let s = self
             .shards
             .get_mut(&shard)
             .expect("a shard's stream is loaded before positions are assigned");
-        let first = s.last + 1;
         s.last += n;
-        first
+        s.last
     }
 
     /// Raises `shard`'s durable watermark to `position`.
@@ -93,44 +107,80 @@ impl Streams {
     }
 }
 
-/// The value of a stream key: the event's entity id and seq-nr.
-pub(crate) fn encode_pointer(entity_id: &str, seq_nr: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + entity_id.len() + 8);
-    out.extend_from_slice(&(entity_id.len() as u16).to_be_bytes());
-    out.extend_from_slice(entity_id.as_bytes());
-    out.extend_from_slice(&seq_nr.to_be_bytes());
+fn position_of(key: &[u8]) -> Result<u64, JournalError> {
+    match keys::decode(key) {
+        Ok(keys::DecodedKey::Stream { position, .. }) => Ok(position),
+        Ok(other) => Err(JournalError::Corrupt {
+            key: hex(key),
+            reason: format!("expected a stream key, found {other:?}"),
+        }),
+        Err(e) => Err(JournalError::Corrupt {
+            key: hex(key),
+            reason: e.0,
+        }),
+    }
+}
+
+/// The value of a batch entry: `runs:u32be` then each run's `type:str16
+/// id:str16 first_seq:u64be count:u32be`.
+pub(crate) fn encode_runs(runs: &[Run]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + runs.len() * 48);
+    out.extend_from_slice(&(runs.len() as u32).to_be_bytes());
+    for run in runs {
+        for s in [&run.entity_type, &run.entity_id] {
+            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(&run.first_seq.to_be_bytes());
+        out.extend_from_slice(&run.count.to_be_bytes());
+    }
     out
 }
 
-fn decode_pointer(bytes: &[u8], key: &[u8]) -> Result<(String, u64), JournalError> {
-    let corrupt = |reason: &str| JournalError::Corrupt {
+fn decode_runs(bytes: &[u8], key: &[u8]) -> Result<Vec<Run>, JournalError> {
+    let corrupt = || JournalError::Corrupt {
         key: hex(key),
-        reason: reason.to_owned(),
+        reason: "a malformed stream entry".into(),
     };
-    let len = bytes
-        .get(..2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-        .ok_or_else(|| corrupt("a stream pointer without its id"))?;
-    if bytes.len() != 2 + len + 8 {
-        return Err(corrupt("a stream pointer of the wrong length"));
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], JournalError> {
+        let end = at
+            .checked_add(n)
+            .filter(|e| *e <= bytes.len())
+            .ok_or_else(corrupt)?;
+        let out = &bytes[at..end];
+        at = end;
+        Ok(out)
+    };
+    let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?);
+    let mut runs = Vec::with_capacity(count.min(4096) as usize);
+    for _ in 0..count {
+        let mut strs = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let len = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt())?) as usize;
+            let s = std::str::from_utf8(take(len)?).map_err(|_| corrupt())?;
+            strs.push(s.to_owned());
+        }
+        let first_seq = u64::from_be_bytes(take(8)?.try_into().map_err(|_| corrupt())?);
+        let n = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?);
+        let entity_id = strs.pop().ok_or_else(corrupt)?;
+        let entity_type = strs.pop().ok_or_else(corrupt)?;
+        runs.push(Run {
+            entity_type,
+            entity_id,
+            first_seq,
+            count: n,
+        });
     }
-    let id = std::str::from_utf8(&bytes[2..2 + len])
-        .map_err(|_| corrupt("a stream pointer's id is not UTF-8"))?;
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&bytes[2 + len..]);
-    Ok((id.to_owned(), u64::from_be_bytes(seq)))
+    if at != bytes.len() {
+        return Err(corrupt());
+    }
+    Ok(runs)
 }
 
-fn decode_u64(bytes: &[u8], key: &[u8]) -> Result<u64, JournalError> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| JournalError::Corrupt {
-        key: hex(key),
-        reason: "a stream position is not 8 bytes".into(),
-    })?;
-    Ok(u64::from_be_bytes(array))
-}
-
-/// The pointers of `entity_type`'s events in `shard` after `after`, up to
-/// `upto` (the durable watermark), at most `limit`.
+/// The `(first position, entity id, first seq-nr, count)` runs of
+/// `entity_type`'s events in `shard` after `after`, up to `upto` (the
+/// durable watermark), at most `limit` events in all.
 pub(crate) fn pointers(
     store: &Store,
     entity_type: &str,
@@ -138,32 +188,48 @@ pub(crate) fn pointers(
     after: u64,
     upto: u64,
     limit: usize,
-) -> Result<Vec<(u64, String, u64)>, JournalError> {
+) -> Result<Vec<(u64, String, u64, usize)>, JournalError> {
     if after >= upto || limit == 0 {
         return Ok(Vec::new());
     }
-    let start = keys::stream_key(entity_type, shard, after + 1);
-    let end = keys::stream_key(entity_type, shard, upto);
+    let start = keys::stream_key(shard, after + 1);
+    let end = keys::stream_key(shard, upto);
     let mut out = Vec::new();
-    for item in store.journal.range(start..=end).take(limit) {
+    let mut left = limit;
+    for item in store.journal.range(start..=end) {
         let (k, v) = item.map_err(|e| sled_error("reading a stream", e))?;
-        let position = match keys::decode(&k) {
-            Ok(keys::DecodedKey::Stream { position, .. }) => position,
-            Ok(other) => {
-                return Err(JournalError::Corrupt {
-                    key: hex(&k),
-                    reason: format!("expected a stream key, found {other:?}"),
-                });
+        let last = position_of(&k)?;
+        let runs = decode_runs(&v, &k)?;
+        let total: u64 = runs.iter().map(|r| u64::from(r.count)).sum();
+        let mut position = (last + 1)
+            .checked_sub(total)
+            .ok_or_else(|| JournalError::Corrupt {
+                key: hex(&k),
+                reason: "a stream entry with more events than positions".into(),
+            })?;
+        for run in runs {
+            let (first, n) = (position, u64::from(run.count));
+            position += n;
+            if run.entity_type != entity_type || first + n - 1 <= after {
+                continue;
             }
-            Err(e) => {
-                return Err(JournalError::Corrupt {
-                    key: hex(&k),
-                    reason: e.0,
-                });
+            // Part of the run may be at or before `after`.
+            let skip = after.saturating_sub(first - 1).min(n);
+            let take = (n - skip).min(left as u64);
+            if take == 0 {
+                continue;
             }
-        };
-        let (id, seq_nr) = decode_pointer(&v, &k)?;
-        out.push((position, id, seq_nr));
+            out.push((
+                first + skip,
+                run.entity_id,
+                run.first_seq + skip,
+                take as usize,
+            ));
+            left -= take as usize;
+            if left == 0 {
+                return Ok(out);
+            }
+        }
     }
     Ok(out)
 }
@@ -172,51 +238,40 @@ pub(crate) fn pointers(
 pub(crate) type ReadEvents<'a> =
     dyn Fn(&EntityKey, u64, usize) -> Result<Vec<stead_journal::StoredEvent>, JournalError> + 'a;
 
-/// Resolves pointers to events, reading each run of one entity's
-/// consecutive events at once.
+/// Resolves runs to events, one read of each.
 pub(crate) fn resolve(
     read: &ReadEvents<'_>,
     entity_type: &str,
     shard: ShardId,
-    pointers: Vec<(u64, String, u64)>,
+    runs: Vec<(u64, String, u64, usize)>,
 ) -> Result<Vec<StreamEvent>, JournalError> {
-    let mut out = Vec::with_capacity(pointers.len());
-    let mut i = 0;
-    while i < pointers.len() {
-        let (_, id, first) = &pointers[i];
-        let mut run = 1;
-        while let Some((_, next_id, seq)) = pointers.get(i + run)
-            && next_id == id
-            && *seq == first + run as u64
-        {
-            run += 1;
-        }
-        let key = EntityKey::new(shard, entity_type, id);
-        let events = read(&key, *first, run)?;
-        if events.len() != run {
+    let mut out = Vec::new();
+    for (position, id, first, n) in runs {
+        let key = EntityKey::new(shard, entity_type, &id);
+        let events = read(&key, first, n)?;
+        if events.len() != n || events.first().map(|e| e.seq_nr) != Some(first) {
             return Err(JournalError::Corrupt {
                 key: format!("{key}@{first}"),
                 reason: format!(
-                    "the stream points at {run} events from seq-nr {first}, the journal holds {}",
+                    "the stream points at {n} events from seq-nr {first}, the journal holds {}",
                     events.len()
                 ),
             });
         }
-        for (event, (position, id, _)) in events.into_iter().zip(&pointers[i..i + run]) {
+        for (i, event) in events.into_iter().enumerate() {
             out.push(StreamEvent {
                 shard,
-                position: *position,
+                position: position + i as u64,
                 entity_id: id.clone(),
                 event,
             });
         }
-        i += run;
     }
     Ok(out)
 }
 
-/// Gives positions to the events of a shard written before streams, in
-/// (type, id, seq-nr) order, durably; returns the last one.
+/// Gives positions to the events of a shard written before streams, one
+/// entry per entity in (type, id) order, durably; returns the last one.
 fn backfill(store: &Store, shard: ShardId) -> Result<u64, JournalError> {
     let mut batch = sled::Batch::default();
     let mut last = 0u64;
@@ -230,15 +285,21 @@ fn backfill(store: &Store, shard: ShardId) -> Result<u64, JournalError> {
             });
         };
         let n = crate::read_last_seq(store, &key)?;
-        for seq_nr in 1..=n {
-            last += 1;
-            batch.insert(
-                keys::stream_key(&key.entity_type, shard, last),
-                encode_pointer(&key.entity_id, seq_nr),
-            );
+        // Runs of at most u32::MAX events each.
+        let mut from = 1u64;
+        while from <= n {
+            let count = (n - from + 1).min(u64::from(u32::MAX));
+            last += count;
+            let run = Run {
+                entity_type: key.entity_type.clone(),
+                entity_id: key.entity_id.clone(),
+                first_seq: from,
+                count: count as u32,
+            };
+            batch.insert(keys::stream_key(shard, last), encode_runs(&[run]));
+            from += count;
         }
     }
-    batch.insert(keys::position_key(shard), &last.to_be_bytes()[..]);
     store
         .journal
         .apply_batch(batch)
@@ -251,4 +312,35 @@ fn backfill(store: &Store, shard: ShardId) -> Result<u64, JournalError> {
         );
     }
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_round_trip_and_malformed_ones_are_corrupt() {
+        let runs = vec![
+            Run {
+                entity_type: "account".into(),
+                entity_id: "a-é".into(),
+                first_seq: 7,
+                count: 3,
+            },
+            Run {
+                entity_type: "cart".into(),
+                entity_id: String::new(),
+                first_seq: 1,
+                count: 1,
+            },
+        ];
+        let bytes = encode_runs(&runs);
+        assert_eq!(decode_runs(&bytes, b"k"), Ok(runs));
+        for cut in [0, 3, 5, bytes.len() - 1] {
+            assert!(decode_runs(&bytes[..cut], b"k").is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_runs(&longer, b"k").is_err());
+    }
 }

@@ -34,6 +34,10 @@
 //! - **Outbox**: an append's sends and timer changes ([`outbox`]) are
 //!   written in the same atomic step as its events; they stay until the
 //!   shard's holder acknowledges them (fenced), across reopens and claims.
+//! - **Streams**: every event appended gets a position in its shard's
+//!   stream, in commit order, in the same atomic step ([`stream`]);
+//!   [`Journal::read_stream`] reads durable events only, and nothing ever
+//!   appears behind a position read.
 //!
 //! A shared backend also keeps the deployed components
 //! ([`DeploymentStore`]), so every node serves the same versions.

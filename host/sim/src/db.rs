@@ -256,6 +256,67 @@ impl Database {
             .collect()
     }
 
+    /// The shard streams' invariant after a run: `entity_type`'s stream,
+    /// read in pages from the start, holds every stored event of the type
+    /// once, each entity's in seq-nr order, positions growing in each shard.
+    pub fn stream_violations(&self, entity_type: &str, shards: u32) -> Vec<String> {
+        let store = self.lock().store.clone();
+        let reader = MemoryJournal::on(store);
+        let mut out = Vec::new();
+        let mut cursors: Vec<(ShardId, u64)> = (0..shards).map(|s| (s, 0)).collect();
+        let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        loop {
+            let page = match reader.read_stream(entity_type, &cursors, 100) {
+                Ok(page) => page,
+                Err(e) => {
+                    out.push(format!("streams: reading {entity_type}'s stream: {e}"));
+                    return out;
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for e in page {
+                let Some((_, at)) = cursors.get_mut(e.shard as usize) else {
+                    out.push(format!(
+                        "streams: an event of shard {} not asked for",
+                        e.shard
+                    ));
+                    return out;
+                };
+                if e.position <= *at {
+                    out.push(format!(
+                        "streams: shard {} went from position {at} back to {}",
+                        e.shard, e.position
+                    ));
+                }
+                *at = e.position;
+                seen.entry(e.entity_id).or_default().push(e.event.seq_nr);
+            }
+        }
+        for shard in 0..shards {
+            for (ty, id) in reader.entities_in_shard(shard).unwrap_or_default() {
+                if ty != entity_type {
+                    continue;
+                }
+                let key = EntityKey::new(shard, ty.as_str(), id.as_str());
+                let stored = reader.last_seq_nr(&key).unwrap_or(0);
+                let streamed = seen.remove(&id).unwrap_or_default();
+                if streamed != (1..=stored).collect::<Vec<u64>>() {
+                    out.push(format!(
+                        "streams: {key} holds events 1..={stored}, its stream gave seq-nrs {streamed:?}"
+                    ));
+                }
+            }
+        }
+        for (id, seqs) in seen {
+            out.push(format!(
+                "streams: {entity_type}/{id} streamed {seqs:?} but holds no events"
+            ));
+        }
+        out
+    }
+
     /// Serves connections until the host stops.
     pub async fn serve(self: Arc<Self>) -> std::io::Result<()> {
         let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;

@@ -287,10 +287,12 @@ fn run(seed: u64, options: &SimOptions) -> Result<SeedReport, SimError> {
         .collect();
     let journal = db.dump(&keys);
     violations.extend(check::check(&history, &journal));
+    violations.extend(db.stream_violations("account", SHARDS));
     let saga_log = std::mem::take(&mut *saga_log.lock().unwrap_or_else(|p| p.into_inner()));
     if options.saga.is_some() {
         let journal = db.dump(&saga::keys(&saga_log, SHARDS));
         violations.extend(saga::check(&saga_log, &journal));
+        violations.extend(db.stream_violations("transfer", SHARDS));
     }
     let mut rare = BTreeMap::new();
     rare.insert("transfer ended".to_owned(), saga_log.ended as u64);
