@@ -174,10 +174,12 @@ struct Account {
     /// Command ids that persisted events: their reply's balance and the
     /// seq-nr of their last event.
     done: Vec<(String, u64, u64)>,
+    /// Command ids the entity refused: a retry gets the same refusal.
+    refused: Vec<(String, Expected)>,
 }
 
 /// What the model expects of one command.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Expected {
     Reply {
         balance: u64,
@@ -262,10 +264,19 @@ impl Account {
                 duplicate: true,
             };
         }
+        if let Some((_, refusal)) = self.refused.iter().find(|(id, _)| id == command_id) {
+            return refusal.clone();
+        }
         let event = match self.decide(command) {
             Ok(event) => event,
-            Err(Some(error)) => return Expected::Rejected(error),
-            Err(None) => return Expected::InvalidCommand,
+            Err(refusal) => {
+                let refusal = match refusal {
+                    Some(error) => Expected::Rejected(error),
+                    None => Expected::InvalidCommand,
+                };
+                self.refused.push((command_id.to_owned(), refusal.clone()));
+                return refusal;
+            }
         };
         match command {
             Command::Open(owner) => {
