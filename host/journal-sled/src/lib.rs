@@ -405,6 +405,16 @@ impl SledJournal {
         let Some(store) = guard.as_ref() else {
             return failed(JournalError::Closed);
         };
+        // Every shard's stream loaded before anything is staged: a load
+        // that fails fails the whole call, never events without positions.
+        let mut shards: Vec<ShardId> = appends.iter().map(|a| a.key.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for &shard in &shards {
+            if let Err(e) = self.shard_stream(store, shard) {
+                return failed(e);
+            }
+        }
         let epochs = self.lock_epochs().clone();
         let mut batch = sled::Batch::default();
         // Entities' tail pages as this append leaves them.
@@ -438,12 +448,7 @@ impl SledJournal {
             if result.is_err() || append.events.is_empty() {
                 continue;
             }
-            let shard = append.key.shard;
-            if let Err(e) = self.shard_stream(store, shard) {
-                *result = Err(AppendError::Storage(e));
-                continue;
-            }
-            runs.entry(shard).or_default().push(stream::Run {
+            runs.entry(append.key.shard).or_default().push(stream::Run {
                 entity_type: append.key.entity_type.clone(),
                 entity_id: append.key.entity_id.clone(),
                 first_seq: append.expected_seq_nr + 1,

@@ -575,7 +575,7 @@ impl Node {
         entity_type: &str,
         cursor: Option<&str>,
     ) -> Result<Subscription, NodeError> {
-        if !self.types().iter().any(|t| t.name == entity_type) {
+        if self.registry.get(entity_type).is_none() {
             return Err(NodeError::UnknownType(entity_type.to_owned()));
         }
         let cursor = match cursor {
